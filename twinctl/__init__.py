@@ -1,0 +1,1 @@
+"""twinctl: administration of the desk/mobile twinning service."""

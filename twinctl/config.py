@@ -1,0 +1,140 @@
+"""Site configuration: one TOML file, read once, shared by twinctl, routing and rtpctl."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "etc" / "twinning.toml"
+
+
+class ConfigError(Exception):
+    """The site configuration file is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, default_port: int) -> "HostPort":
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, str(default_port)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"not a host[:port]: {text!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    path: Path
+    proxy_address: str
+    proxy_port: int
+    children: int
+    shm_mb: int
+    pkg_mb: int
+    db_host: str
+    db_port: int
+    db_name: str
+    db_user: str
+    statement_timeout_ms: int
+    rtpengine_ng: HostPort
+    rtp_port_min: int
+    rtp_port_max: int
+    rtp_delete_delay: int
+    default_trunk: HostPort
+    dispatcher_set: int
+    trusted_group: int
+    voicemail_uri: str
+    handoff_code: str
+    default_ring_timeout: int
+    max_twin_legs: int
+    emergency_numbers: tuple[str, ...]
+    state_dir: Path
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def sip_domain(self) -> str:
+        return self.proxy_address
+
+    @property
+    def db_password_file(self) -> Path:
+        return self.state_dir / "db-password"
+
+    def dsn(self) -> str:
+        """libpq connection string; the password comes from the state dir when it exists."""
+        parts = {
+            "host": self.db_host,
+            "port": str(self.db_port),
+            "dbname": self.db_name,
+            "user": self.db_user,
+            "connect_timeout": "3",
+        }
+        try:
+            parts["password"] = self.db_password_file.read_text().strip()
+        except OSError:
+            pass
+        return " ".join(f"{k}='{v}'" for k, v in parts.items())
+
+    def kamailio_db_url(self) -> str:
+        password = self.db_password_file.read_text().strip()
+        return (f"postgres://{self.db_user}:{password}@{self.db_host}:{self.db_port}/"
+                f"{self.db_name}")
+
+
+def _get(data: dict, section: str, key: str, kind: type):
+    try:
+        value = data[section][key]
+    except KeyError:
+        raise ConfigError(f"missing [{section}] {key}") from None
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"[{section}] {key} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def load(path: str | os.PathLike | None = None) -> SiteConfig:
+    """Read the site config: explicit path, else $TWIN_CONFIG, else etc/twinning.toml."""
+    path = Path(path or os.environ.get("TWIN_CONFIG") or DEFAULT_CONFIG)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read site config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"site config {path} is not valid TOML: {exc}") from None
+    state_dir = Path(os.environ.get("TWIN_STATE_DIR") or _get(data, "state", "dir", str))
+    if not state_dir.is_absolute():
+        state_dir = (path.parent / state_dir).resolve()
+    return SiteConfig(
+        path=path,
+        proxy_address=_get(data, "proxy", "address", str),
+        proxy_port=_get(data, "proxy", "port", int),
+        children=_get(data, "proxy", "children", int),
+        shm_mb=_get(data, "proxy", "shm_mb", int),
+        pkg_mb=_get(data, "proxy", "pkg_mb", int),
+        db_host=_get(data, "database", "host", str),
+        db_port=_get(data, "database", "port", int),
+        db_name=_get(data, "database", "name", str),
+        db_user=_get(data, "database", "user", str),
+        statement_timeout_ms=_get(data, "database", "statement_timeout_ms", int),
+        rtpengine_ng=HostPort.parse(_get(data, "rtpengine", "ng", str), 2223),
+        rtp_port_min=_get(data, "rtpengine", "port_min", int),
+        rtp_port_max=_get(data, "rtpengine", "port_max", int),
+        rtp_delete_delay=_get(data, "rtpengine", "delete_delay", int),
+        default_trunk=HostPort.parse(_get(data, "trunk", "default", str), 5060),
+        dispatcher_set=_get(data, "trunk", "dispatcher_set", int),
+        trusted_group=_get(data, "trunk", "address_group", int),
+        voicemail_uri=_get(data, "voicemail", "uri", str),
+        handoff_code=_get(data, "calls", "handoff_code", str),
+        default_ring_timeout=_get(data, "calls", "default_ring_timeout", int),
+        max_twin_legs=_get(data, "calls", "max_twin_legs", int),
+        emergency_numbers=tuple(_get(data, "calls", "emergency_numbers", list)),
+        state_dir=state_dir,
+        raw=data,
+    )
