@@ -46,6 +46,7 @@ class SiteConfig:
     db_user: str
     statement_timeout_ms: int
     rtpengine_ng: HostPort
+    rtpengine_cli: HostPort
     rtp_port_min: int
     rtp_port_max: int
     rtp_delete_delay: int
@@ -124,6 +125,7 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
         db_user=_get(data, "database", "user", str),
         statement_timeout_ms=_get(data, "database", "statement_timeout_ms", int),
         rtpengine_ng=HostPort.parse(_get(data, "rtpengine", "ng", str), 2223),
+        rtpengine_cli=HostPort.parse(_get(data, "rtpengine", "cli", str), 2225),
         rtp_port_min=_get(data, "rtpengine", "port_min", int),
         rtp_port_max=_get(data, "rtpengine", "port_max", int),
         rtp_delete_delay=_get(data, "rtpengine", "delete_delay", int),

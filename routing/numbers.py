@@ -1,0 +1,97 @@
+"""North American number rules shared by twinctl (input) and routing (the toll-fraud guard).
+
+A twin or DID must be a North American geographic or mobile number. We check the digit rules
+ourselves first, so the operator gets the precise reason (N11, premium, bad exchange), then ask
+`phonenumbers` whether the area code exists and what kind of number it is.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+PREMIUM_CODES = frozenset({"900", "976"})
+_ALLOWED_TYPES = frozenset({
+    PhoneNumberType.FIXED_LINE,
+    PhoneNumberType.MOBILE,
+    PhoneNumberType.FIXED_LINE_OR_MOBILE,
+})
+_PUNCTUATION = re.compile(r"[\s().\-/]")
+
+
+class NumberError(ValueError):
+    """A number that may not be a twin or a DID; str() is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class NanpNumber:
+    e164: str                     # +1NPANXXXXXX
+
+    @property
+    def national(self) -> str:    # 10 digits
+        return self.e164[2:]
+
+    @property
+    def area_code(self) -> str:
+        return self.e164[2:5]
+
+    def __str__(self) -> str:
+        return self.e164
+
+
+def _digits(text: str) -> str:
+    cleaned = _PUNCTUATION.sub("", text.strip())
+    if cleaned.startswith("+"):
+        if not cleaned.startswith("+1"):
+            raise NumberError(f"{text!r}: international numbers are not allowed; "
+                              "give a North American 10-digit number")
+        cleaned = cleaned[2:]
+    elif cleaned.startswith("011") or cleaned.startswith("00"):
+        raise NumberError(f"{text!r}: international numbers are not allowed; "
+                          "give a North American 10-digit number")
+    if not cleaned.isdigit():
+        raise NumberError(f"{text!r}: a number may hold only digits, spaces, "
+                          "'+', '(', ')', '-' and '.'")
+    if len(cleaned) == 11 and cleaned[0] == "1":
+        cleaned = cleaned[1:]
+    if len(cleaned) != 10:
+        raise NumberError(f"{text!r}: a North American number has 10 digits "
+                          f"(area code + 7), got {len(cleaned)}")
+    return cleaned
+
+
+def parse_nanp(text: str) -> NanpNumber:
+    """Parse 10-digit, 1+10 or +1 E.164 input (punctuation allowed); raise NumberError."""
+    digits = _digits(text)
+    npa, nxx = digits[:3], digits[3:6]
+    if npa[0] in "01":
+        raise NumberError(f"{text!r}: area code {npa} is invalid (it cannot start with 0 or 1)")
+    if npa[1:] == "11":
+        raise NumberError(f"{text!r}: {npa} is an N11 service code, not an area code")
+    if npa in PREMIUM_CODES or nxx == "976":
+        raise NumberError(f"{text!r}: premium-rate numbers (900/976) are not allowed")
+    if nxx[0] in "01":
+        raise NumberError(f"{text!r}: exchange {nxx} is invalid (it cannot start with 0 or 1)")
+    if nxx[1:] == "11":
+        raise NumberError(f"{text!r}: exchange {nxx} is an N11 service code")
+    parsed = phonenumbers.parse("+1" + digits, None)
+    if not phonenumbers.is_valid_number(parsed):
+        raise NumberError(f"{text!r}: area code {npa} is not in service in North America")
+    kind = phonenumbers.number_type(parsed)
+    if kind == PhoneNumberType.PREMIUM_RATE:
+        raise NumberError(f"{text!r}: premium-rate numbers are not allowed")
+    if kind not in _ALLOWED_TYPES:
+        label = "toll-free" if kind == PhoneNumberType.TOLL_FREE else "special-service"
+        raise NumberError(f"{text!r}: {label} numbers are not allowed; "
+                          "give a geographic or mobile number")
+    return NanpNumber("+1" + digits)
+
+
+def is_dialable_twin(e164: str) -> bool:
+    """The routing guard: True only for a number parse_nanp accepts, already in E.164."""
+    try:
+        return parse_nanp(e164).e164 == e164
+    except NumberError:
+        return False

@@ -1,0 +1,19 @@
+"""What every command shares: the site config (from --config or $TWIN_CONFIG)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .config import SiteConfig, load
+
+_config_path: str | None = None
+
+
+def set_config_path(path: str | None) -> None:
+    global _config_path
+    _config_path = path
+    config.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def config() -> SiteConfig:
+    return load(_config_path)

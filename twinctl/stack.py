@@ -1,0 +1,442 @@
+"""The local stack: a private PostgreSQL cluster, rtpengine and Kamailio, started in the
+background with pid files under the state dir, each waited for until it answers.
+
+`up` is idempotent (what already answers is left alone) and `down` stops exactly what `up`
+started: the processes named by our own pid files, nothing found by name.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+from . import migrate as migrations
+from .config import REPO_ROOT, SiteConfig
+from .errors import TwinctlError
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+KAMAILIO = "/usr/sbin/kamailio"
+RTPENGINE = "/usr/bin/rtpengine"
+KAMAILIO_CFG = REPO_ROOT / "kamailio" / "kamailio.cfg"
+ROUTING_SCRIPT = REPO_ROOT / "routing" / "kemi_entry.py"
+
+
+@dataclass
+class Health:
+    name: str
+    ok: bool
+    endpoint: str
+    detail: str
+
+
+class Paths:
+    def __init__(self, cfg: SiteConfig):
+        root = cfg.state_dir
+        self.root = root
+        self.pgdata = root / "pgdata"
+        self.run = root / "run"
+        self.pgsock = root / "run" / "pg"
+        self.log = root / "log"
+        self.etc = root / "etc"
+        self.kamailio_cfg = root / "etc" / "kamailio.cfg"
+        self.kamailio_pid = root / "run" / "kamailio.pid"
+        self.rtpengine_pid = root / "run" / "rtpengine.pid"
+
+    def make(self) -> None:
+        for d in (self.root, self.run, self.log, self.etc):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+def _pg_user() -> tuple[list[str], int | None, int | None]:
+    """PostgreSQL refuses to run as root: as root, run its tools as the `postgres` user."""
+    if os.geteuid() != 0:
+        return [], None, None
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:
+        raise TwinctlError("running as root needs the 'postgres' system user "
+                           "(install the postgresql package)") from None
+    return ["runuser", "-u", "postgres", "--"], pw.pw_uid, pw.pw_gid
+
+
+def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+    except FileNotFoundError:
+        raise TwinctlError(f"{what}: {cmd[0]} not found; run scripts/install.sh") from None
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
+        raise TwinctlError(f"{what} failed: {' | '.join(tail)}")
+    return res
+
+
+def _pid_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    try:   # a child of ours that exited is a zombie until reaped: it is not alive
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return None
+    except ChildProcessError:
+        pass
+    return pid
+
+
+def _wait(predicate, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    hint = ""
+    if log and log.exists():
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        hint = "; last log lines:\n  " + "\n  ".join(tail)
+    raise TwinctlError(f"{what} did not answer within {timeout:.0f}s{hint}")
+
+
+def _stop_pid(pidfile: Path, name: str, timeout: float = 10.0) -> bool:
+    pid = _pid_alive(pidfile)
+    if pid is None:
+        pidfile.unlink(missing_ok=True)
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pidfile):
+        time.sleep(0.1)
+    if _pid_alive(pidfile):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+def _spawn(cmd: list[str], pidfile: Path, logfile: Path, env: dict | None = None) -> int:
+    with open(logfile, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, env=env)
+    pidfile.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+# ---- probes (also used by `stack health` and the tests) ---------------------------------------
+
+def sql_ping(cfg: SiteConfig) -> str | None:
+    try:
+        with psycopg.connect(cfg.dsn()) as conn:
+            return conn.execute("SELECT version()").fetchone()[0].split(" on ")[0]
+    except psycopg.Error:
+        return None
+
+
+def ng_ping(cfg: SiteConfig, timeout: float = 0.5) -> bool:
+    from fastbencode import bdecode as decode, bencode as encode
+    cookie = uuid.uuid4().hex[:12].encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(cookie + b" " + encode({b"command": b"ping"}),
+                        (cfg.rtpengine_ng.host, cfg.rtpengine_ng.port))
+            data = sock.recv(65536)
+        except OSError:
+            return False
+    head, _, body = data.partition(b" ")
+    try:
+        return head == cookie and decode(body).get(b"result") == b"pong"
+    except Exception:  # noqa: BLE001 - anything unparsable is simply "not answering"
+        return False
+
+
+def sip_options(cfg: SiteConfig, timeout: float = 0.5) -> str | None:
+    """Send OPTIONS to the proxy over UDP; return its status line, or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.bind((cfg.proxy_address, 0))
+            port = sock.getsockname()[1]
+            branch = "z9hG4bK" + uuid.uuid4().hex
+            msg = (f"OPTIONS sip:{cfg.proxy_address}:{cfg.proxy_port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP {cfg.proxy_address}:{port};branch={branch};rport\r\n"
+                   f"Max-Forwards: 70\r\n"
+                   f"From: <sip:health@{cfg.proxy_address}>;tag={uuid.uuid4().hex[:8]}\r\n"
+                   f"To: <sip:{cfg.proxy_address}>\r\n"
+                   f"Call-ID: {uuid.uuid4().hex}@twinctl\r\n"
+                   f"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+            sock.sendto(msg.encode(), (cfg.proxy_address, cfg.proxy_port))
+            line = sock.recv(65536).split(b"\r\n", 1)[0].decode(errors="replace")
+        except OSError:
+            return None
+    return line if line.startswith("SIP/2.0 200") else None
+
+
+# ---- PostgreSQL -------------------------------------------------------------------------------
+
+class Postgres:
+    def __init__(self, cfg: SiteConfig, paths: Paths):
+        self.cfg, self.paths = cfg, paths
+        self.prefix, self.uid, self.gid = _pg_user()
+        self.log = paths.log / "postgres.log"
+
+    def _chown(self, path: Path) -> None:
+        if self.uid is not None:
+            os.chown(path, self.uid, self.gid)
+
+    def initialised(self) -> bool:
+        return (self.paths.pgdata / "PG_VERSION").exists()
+
+    def running(self) -> bool:
+        res = subprocess.run(self.prefix + [str(PG_BIN / "pg_ctl"), "status", "-D",
+                                            str(self.paths.pgdata)], capture_output=True)
+        return res.returncode == 0
+
+    def init(self) -> None:
+        self.paths.pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._chown(self.paths.pgdata)
+        pwfile = self.paths.root / ".initdb-pw"
+        password = secrets.token_urlsafe(24)
+        pwfile.write_text(password + "\n")
+        self._chown(pwfile)
+        try:
+            _run(self.prefix + [str(PG_BIN / "initdb"), "-D", str(self.paths.pgdata),
+                                "-U", "postgres", "--auth-local=peer",
+                                "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
+                                "-E", "UTF8", "--locale=C.UTF-8"], "initdb")
+        finally:
+            pwfile.unlink(missing_ok=True)
+        self.cfg.db_password_file.write_text(password + "\n")
+        os.chmod(self.cfg.db_password_file, 0o600)
+
+    def start(self) -> None:
+        self.paths.pgsock.mkdir(parents=True, exist_ok=True)
+        self._chown(self.paths.pgsock)
+        self.log.touch()
+        self._chown(self.log)
+        opts = (f"-c listen_addresses={self.cfg.db_host} -c port={self.cfg.db_port} "
+                f"-c unix_socket_directories={self.paths.pgsock} -c max_connections=200 "
+                f"-c fsync=on")
+        _run(self.prefix + [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D",
+                            str(self.paths.pgdata), "-l", str(self.log), "-o", opts],
+             "starting PostgreSQL")
+
+    def ensure_database(self) -> None:
+        """The cluster's superuser owns the app role and database; created once."""
+        password = self.cfg.db_password_file.read_text().strip()
+        env = dict(os.environ, PGPASSWORD=password)
+        conninfo = ["-h", self.cfg.db_host, "-p", str(self.cfg.db_port), "-U", "postgres"]
+        psql = [str(PG_BIN.parent / "bin" / "psql") if (PG_BIN / "psql").exists()
+                else "psql", *conninfo, "-v", "ON_ERROR_STOP=1", "-tAq"]
+        exists = _run(psql + ["-d", "postgres", "-c",
+                              f"SELECT 1 FROM pg_roles WHERE rolname = '{self.cfg.db_user}'"],
+                      "checking the database role", env=env).stdout.strip()
+        if not exists:
+            _run(psql + ["-d", "postgres", "-c",
+                         f"CREATE ROLE \"{self.cfg.db_user}\" LOGIN PASSWORD '{password}'"],
+                 "creating the database role", env=env)
+        has_db = _run(psql + ["-d", "postgres", "-c",
+                              f"SELECT 1 FROM pg_database WHERE datname = '{self.cfg.db_name}'"],
+                      "checking the database", env=env).stdout.strip()
+        if not has_db:
+            _run(psql + ["-d", "postgres", "-c",
+                         f"CREATE DATABASE \"{self.cfg.db_name}\" OWNER \"{self.cfg.db_user}\""],
+                 "creating the database", env=env)
+
+    def stop(self) -> bool:
+        if not self.initialised() or not self.running():
+            return False
+        _run(self.prefix + [str(PG_BIN / "pg_ctl"), "stop", "-w", "-m", "fast", "-D",
+                            str(self.paths.pgdata)], "stopping PostgreSQL")
+        return True
+
+
+# ---- rtpengine --------------------------------------------------------------------------------
+
+class Rtpengine:
+    def __init__(self, cfg: SiteConfig, paths: Paths):
+        self.cfg, self.paths = cfg, paths
+        self.log = paths.log / "rtpengine.log"
+
+    def command(self) -> list[str]:
+        c = self.cfg
+        return [RTPENGINE, "--config-file=none", "--foreground", "--table=-1", "--log-stderr",
+                f"--interface={c.proxy_address}",
+                f"--listen-ng={c.rtpengine_ng}", f"--listen-cli={c.rtpengine_cli}",
+                f"--port-min={c.rtp_port_min}", f"--port-max={c.rtp_port_max}",
+                f"--delete-delay={c.rtp_delete_delay}", "--log-level=5",
+                "--num-threads=2", "--timeout=60", "--silent-timeout=3600"]
+
+    def start(self) -> None:
+        if _pid_alive(self.paths.rtpengine_pid):
+            return
+        if ng_ping(self.cfg):
+            raise TwinctlError(f"something else already answers ng on {self.cfg.rtpengine_ng}")
+        _spawn(self.command(), self.paths.rtpengine_pid, self.log)
+        _wait(lambda: ng_ping(self.cfg) or not _pid_alive(self.paths.rtpengine_pid), 15,
+              "rtpengine", self.log)
+        if not _pid_alive(self.paths.rtpengine_pid):
+            _wait(lambda: False, 0, "rtpengine (it exited)", self.log)
+
+    def stop(self) -> bool:
+        return _stop_pid(self.paths.rtpengine_pid, "rtpengine")
+
+
+# ---- Kamailio ---------------------------------------------------------------------------------
+
+class Kamailio:
+    def __init__(self, cfg: SiteConfig, paths: Paths):
+        self.cfg, self.paths = cfg, paths
+        self.log = paths.log / "kamailio.log"
+
+    def render(self) -> Path:
+        c = self.cfg
+        defs = {
+            "PROXY_ADDR": c.proxy_address,
+            "PROXY_PORT": str(c.proxy_port),
+            "CHILDREN": str(c.children),
+            "DBURL": c.kamailio_db_url(),
+            "RTPENGINE_SOCK": f"udp:{c.rtpengine_ng.host}:{c.rtpengine_ng.port}",
+            "STATE_DIR": str(self.paths.root),
+            "RUN_DIR": str(self.paths.run),
+            "ROUTING_SCRIPT": str(ROUTING_SCRIPT),
+            "DISPATCHER_SET": str(c.dispatcher_set),
+            "TRUSTED_GROUP": str(c.trusted_group),
+        }
+        header = [f"# Rendered by twinctl from {c.path}; do not edit, edit that file instead."]
+        for key, value in defs.items():
+            if "!" in value:
+                raise TwinctlError(f"site value for {key} may not contain '!'")
+            header.append(f'#!substdef "!{key}!{value}!"')
+        body = KAMAILIO_CFG.read_text()
+        first, _, rest = body.partition("\n")     # keep #!KAMAILIO as the first line
+        self.paths.kamailio_cfg.write_text(first + "\n" + "\n".join(header) + "\n" + rest)
+        os.chmod(self.paths.kamailio_cfg, 0o600)  # it holds the database password
+        return self.paths.kamailio_cfg
+
+    def env(self) -> dict:
+        venv = REPO_ROOT / ".venv"
+        return dict(os.environ, TWIN_CONFIG=str(self.cfg.path),
+                    TWIN_STATE_DIR=str(self.paths.root), TWIN_VENV=str(venv),
+                    PYTHONDONTWRITEBYTECODE="1")
+
+    def command(self) -> list[str]:
+        return [KAMAILIO, "-DD", "-E", "-f", str(self.paths.kamailio_cfg),
+                "-m", str(self.cfg.shm_mb), "-M", str(self.cfg.pkg_mb),
+                "-P", str(self.paths.kamailio_pid)]
+
+    def check(self) -> None:
+        self.render()
+        _run([KAMAILIO, "-c", "-f", str(self.paths.kamailio_cfg)], "Kamailio cfg check",
+             env=self.env())
+
+    def start(self) -> None:
+        if _pid_alive(self.paths.kamailio_pid):
+            return
+        if sip_options(self.cfg):
+            raise TwinctlError(f"something else already answers SIP on "
+                               f"{self.cfg.proxy_address}:{self.cfg.proxy_port}")
+        self.check()
+        # -DD keeps Kamailio in the foreground: our pid file is the main process.
+        cmd = self.command()
+        cmd.remove("-P"); cmd.remove(str(self.paths.kamailio_pid))
+        _spawn(cmd, self.paths.kamailio_pid, self.log, env=self.env())
+        _wait(lambda: sip_options(self.cfg) or not _pid_alive(self.paths.kamailio_pid), 30,
+              "Kamailio", self.log)
+        if not _pid_alive(self.paths.kamailio_pid):
+            _wait(lambda: False, 0, "Kamailio (it exited)", self.log)
+
+    def stop(self) -> bool:
+        return _stop_pid(self.paths.kamailio_pid, "kamailio", timeout=15)
+
+
+# ---- the stack --------------------------------------------------------------------------------
+
+def seed_default_trunk(conn: psycopg.Connection, cfg: SiteConfig) -> None:
+    conn.execute(
+        "INSERT INTO trunk (name, host, port, dispatcher_set, address_group) "
+        "VALUES ('default', %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (cfg.default_trunk.host, cfg.default_trunk.port, cfg.dispatcher_set, cfg.trusted_group))
+
+
+def migrate_database(cfg: SiteConfig) -> list[str]:
+    with psycopg.connect(cfg.dsn(), row_factory=dict_row) as conn:
+        applied = migrations.migrate(conn)
+        if any(m.name == "twinning" for m in applied):
+            seed_default_trunk(conn, cfg)
+        conn.commit()
+    return [m.path.name for m in applied]
+
+
+def up(cfg: SiteConfig, log=print) -> list[Health]:
+    for tool in (KAMAILIO, RTPENGINE, str(PG_BIN / "initdb")):
+        if not Path(tool).exists():
+            raise TwinctlError(f"{tool} is not installed; run scripts/install.sh")
+    paths = Paths(cfg)
+    paths.make()
+    pg = Postgres(cfg, paths)
+    if not pg.initialised():
+        log(f"initialising PostgreSQL cluster in {paths.pgdata}")
+        pg.init()
+    if not pg.running():
+        log(f"starting PostgreSQL on {cfg.db_host}:{cfg.db_port}")
+        pg.start()
+    pg.ensure_database()
+    for name in migrate_database(cfg):
+        log(f"applied migration {name}")
+    rtp = Rtpengine(cfg, paths)
+    if not _pid_alive(paths.rtpengine_pid):
+        log(f"starting rtpengine (ng {cfg.rtpengine_ng})")
+        rtp.start()
+    kam = Kamailio(cfg, paths)
+    if not _pid_alive(paths.kamailio_pid):
+        log(f"starting Kamailio on {cfg.proxy_address}:{cfg.proxy_port} (udp, tcp)")
+        kam.start()
+    return health(cfg)
+
+
+def down(cfg: SiteConfig, log=print) -> None:
+    paths = Paths(cfg)
+    if Kamailio(cfg, paths).stop():
+        log("stopped Kamailio")
+    if Rtpengine(cfg, paths).stop():
+        log("stopped rtpengine")
+    if Postgres(cfg, paths).stop():
+        log("stopped PostgreSQL")
+
+
+def health(cfg: SiteConfig) -> list[Health]:
+    version = sql_ping(cfg)
+    options = sip_options(cfg)
+    return [
+        Health("postgresql", version is not None, f"{cfg.db_host}:{cfg.db_port}/{cfg.db_name}",
+               version or "not answering"),
+        Health("rtpengine", ng_ping(cfg), f"ng udp:{cfg.rtpengine_ng}",
+               "pong" if ng_ping(cfg) else "no pong"),
+        Health("kamailio", options is not None,
+               f"sip:{cfg.proxy_address}:{cfg.proxy_port} (udp, tcp)",
+               options or "no answer to OPTIONS"),
+    ]
+
+
+def remove_state(cfg: SiteConfig) -> None:
+    """Delete the state dir (used by tests for a clean slate)."""
+    down(cfg, log=lambda *_: None)
+    shutil.rmtree(cfg.state_dir, ignore_errors=True)
