@@ -165,14 +165,29 @@ def test_handoff_switch_keeps_far_end_port(rtp, probes):
                         AnswerOptions(via_branch="handoff-V", port_latching=True))
     rtp.delete(call_id, from_tag="ta", to_tag="tb", delete_delay=0)
     assert audio_port(answer.sdp) == far_sends_to  # far end keeps sending where it did
-    mobile.received.clear()
-    far.received.clear()
+    for probe in (far, desk, mobile):
+        probe.settle(0.05)
+        probe.received.clear()
     far.send(far_sends_to, 10, others=[mobile, desk])
     mobile.send(mobile_sends_to, 10, others=[far])
-    assert len(mobile.received) + len(mobile.settle()) >= 8
-    assert len(far.received) + len(far.settle()) >= 8
+    desk.send(desk_sends_to, 5, others=[far])
+    for probe in (far, desk, mobile):
+        probe.settle(0.1)
+    assert len(mobile.received) >= 8 and {p.ssrc for p in mobile.received} == {far.ssrc}
+    assert desk.received == []                                   # old near end is cut off
+    assert {p.ssrc for p in far.received} == {mobile.ssrc}       # far hears only the mobile
+    assert len(far.received) >= 8
     rtp.delete(call_id, delete_delay=0)
-    assert desk_sends_to  # (kept for symmetry of the call set-up)
+
+
+def test_via_branch_without_from_tag_deletes_the_whole_call(rtp, probes):
+    """Pinned 10.5 behaviour: via-branch alone does not scope a delete."""
+    a = probes()
+    call_id = new_call_id()
+    rtp.offer(call_id, "ta", a.sdp(), OfferOptions(via_branch="br-1"))
+    rtp.offer(call_id, "ta", a.sdp(), OfferOptions(via_branch="br-2"))
+    rtp.delete(call_id, via_branch="br-2", delete_delay=0)
+    assert call_id not in rtp.list()
 
 
 def test_nodeset_locates_call_on_the_daemon(rtpengine, rtp, probes):
