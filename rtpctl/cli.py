@@ -13,7 +13,6 @@ from typing import Annotated, Any, Callable, Iterable, Optional, Sequence
 
 import typer
 
-from .client import Client
 from .errors import RtpctlError
 from .nodeset import NodeSet
 from .results import QueryResult
@@ -44,11 +43,14 @@ RetriesOpt = Annotated[int, typer.Option("--retries", min=1, help="Tries in all 
 def default_ng() -> tuple[str, int]:
     """The site config's rtpengine, or the stock address when there is no usable config."""
     try:
-        from twinctl.config import load
-        hp = load().rtpengine_ng
-        return hp.host, hp.port
-    except Exception:  # noqa: BLE001 - any config trouble means "use the default", by design
+        from twinctl.config import ConfigError, load
+    except ImportError:  # rtpctl installed without the rest of the project
         return FALLBACK_NG
+    try:
+        hp = load().rtpengine_ng
+    except (ConfigError, OSError, ValueError):
+        return FALLBACK_NG
+    return hp.host, hp.port
 
 
 def parse_ng(values: Sequence[str] | None) -> list[tuple[str, int]]:

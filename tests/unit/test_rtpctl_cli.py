@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rtpctl.cli import UsageError, app, parse_ng
-from rtpctl.testing import FakeServer, Received, reply
+from rtpctl.testing import FakeServer, reply
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()
