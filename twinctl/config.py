@@ -102,7 +102,7 @@ def _get(data: dict, section: str, key: str, kind: type):
 
 def load(path: str | os.PathLike | None = None) -> SiteConfig:
     """Read the site config: explicit path, else $TWIN_CONFIG, else etc/twinning.toml."""
-    path = Path(path or os.environ.get("TWIN_CONFIG") or DEFAULT_CONFIG)
+    path = Path(path or os.environ.get("TWIN_CONFIG") or DEFAULT_CONFIG).resolve()
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
