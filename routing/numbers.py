@@ -43,6 +43,8 @@ class NanpNumber:
 
 def _digits(text: str) -> str:
     cleaned = _PUNCTUATION.sub("", text.strip())
+    if not cleaned:
+        raise NumberError("no number given; give a North American 10-digit number")
     if cleaned.startswith("+"):
         if not cleaned.startswith("+1"):
             raise NumberError(f"{text!r}: international numbers are not allowed; "
