@@ -29,7 +29,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 KAMAILIO = "/usr/sbin/kamailio"
 RTPENGINE = "/usr/bin/rtpengine"
 KAMAILIO_CFG = REPO_ROOT / "kamailio" / "kamailio.cfg"
-ROUTING_SCRIPT = REPO_ROOT / "routing" / "kemi_entry.py"
+ROUTING_SCRIPT = REPO_ROOT / "kamailio" / "kemi_entry.py"
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""Subscriber data for the routing, read without holding a SIP worker for long.
+
+Each Kamailio worker has its own connection (opened lazily after the fork), a statement
+timeout, and a cache of subscribers. The database announces every change to subscribers,
+statuses and twins on a channel this connection LISTENs to; before each lookup we drain
+pending notifications without blocking (a non-blocking read on the socket), and any
+notification empties the cache. So a twinctl change applies to the next call, and a cached
+lookup costs no round trip.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Optional
+
+import psycopg
+
+from .decisions import Subscriber
+
+log = logging.getLogger("routing.store")
+
+CHANNEL = "twinning_subscriber_changed"
+# A safety net only: notifications are what keeps the cache right.
+MAX_AGE = 300.0
+
+_SELECT = """
+    SELECT s.id, s.extension, s.did, s.display_name, s.license::text, s.voicemail_box,
+           s.ring_timeout, st.name, st.send_to::text, st.ring_desk, st.ring_mobile,
+           t.number, t.label
+      FROM subscriber s
+      JOIN status st ON st.id = s.current_status_id
+      LEFT JOIN twin t ON t.subscriber_id = s.id
+"""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached; the caller answers 503 rather than guessing."""
+
+
+class SubscriberStore:
+    def __init__(self, dsn: str, statement_timeout_ms: int,
+                 clock: Callable[[], float] = time.monotonic):
+        self.dsn = dsn
+        self.statement_timeout_ms = statement_timeout_ms
+        self.clock = clock
+        self.conn: Optional[psycopg.Connection] = None
+        self.by_key: dict[str, Optional[Subscriber]] = {}
+        self.filled_at = 0.0
+        self.round_trips = 0        # counted for the benchmarks and the notes
+
+    # ---- connection --------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        if self.conn is not None and not self.conn.closed:
+            return self.conn
+        self.by_key.clear()          # what changed while we were away is unknown
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
+            conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
+            conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as exc:
+            raise StoreUnavailable(str(exc).strip().splitlines()[0] if str(exc) else "down") \
+                from None
+        self.round_trips += 3
+        self.conn = conn
+        self.filled_at = self.clock()
+        return conn
+
+    def _drain_notifications(self) -> None:
+        """Empty the cache if anything changed; never blocks."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        pgconn = conn.pgconn
+        try:
+            pgconn.consume_input()
+        except psycopg.Error:
+            self.close()
+            return
+        changed = False
+        while pgconn.notifies() is not None:
+            changed = True
+        if changed or self.clock() - self.filled_at > MAX_AGE:
+            self.by_key.clear()
+            self.filled_at = self.clock()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+        self.conn = None
+        self.by_key.clear()
+
+    def _query(self, sql: str, params: tuple):
+        for attempt in (1, 2):
+            conn = self._connect()
+            try:
+                self.round_trips += 1
+                return conn.execute(sql, params).fetchall()
+            except psycopg.OperationalError as exc:
+                self.close()          # a dropped connection: reconnect once
+                if attempt == 2:
+                    raise StoreUnavailable(str(exc).strip().splitlines()[0]) from None
+            except psycopg.Error as exc:
+                raise StoreUnavailable(str(exc).strip().splitlines()[0]) from None
+
+    # ---- lookups -----------------------------------------------------------------------------
+    def _lookup(self, key: str, where: str, value: str) -> Optional[Subscriber]:
+        self._connect()
+        self._drain_notifications()
+        if key in self.by_key:
+            return self.by_key[key]
+        rows = self._query(_SELECT + where, (value,))
+        sub = Subscriber(*rows[0]) if rows else None
+        self.by_key[key] = sub
+        if sub is not None:      # one row serves both ways of reaching the subscriber
+            self.by_key[f"ext:{sub.extension}"] = sub
+            self.by_key[f"did:{sub.did}"] = sub
+        return sub
+
+    def by_extension(self, ext: str) -> Optional[Subscriber]:
+        return self._lookup(f"ext:{ext}", " WHERE s.extension = %s", ext)
+
+    def by_did(self, e164: str) -> Optional[Subscriber]:
+        return self._lookup(f"did:{e164}", " WHERE s.did = %s", e164)
+
+    def is_phone_address(self, ip: str) -> bool:
+        """Whether a desk phone is registered from this address (rare path: a DID dialled
+        without credentials by something that is not a trunk)."""
+        rows = self._query(
+            "SELECT 1 FROM location WHERE expires > now() AND (received LIKE %s OR "
+            "split_part(split_part(split_part(contact, '@', 2), ':', 1), ';', 1) = %s) LIMIT 1",
+            (f"sip:{ip}:%", ip))
+        return bool(rows)

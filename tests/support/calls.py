@@ -1,0 +1,136 @@
+"""Building blocks for call tests: subscribers in place, desks registered, agents per role,
+RTP probes wired to what the SDP says, and the leak checks every call test ends with."""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtpctl import Client
+from twinctl import rpc
+from twinctl.commands import status as status_cmd
+from twinctl.commands import twin as twin_cmd
+
+from . import sipp
+from .agents import DESK_IPS, TRUNK_IP, VOICEMAIL_IP, add_subscriber
+from .rtp import RtpProbe, media_address, wait_for
+
+SUB_EXT, SUB_DID, SUB_TWIN = "1001", "+12125550101", "+19175550123"
+CALLER_NUM, CALLER_NAME = "3125550199", "Carol Caller"
+MOBILE_PORT = 5060          # the trunk's address: twin legs arrive here
+CALLER_PORT = 5071          # carriers call from other ports of the same address
+_probe_ports = itertools.count(49000, 2)
+
+
+def setup_subscriber(db, cfg, ring: str = "desk,mobile", twin: str | None = SUB_TWIN,
+                     license: str = "entry-ucc", ext: str = SUB_EXT, did: str = SUB_DID,
+                     status: str = "In Office", send_to: str = "ring-group",
+                     ring_timeout: int | None = None):
+    add_subscriber(db, cfg, ext, did, license=license, ring_timeout=ring_timeout)
+    if twin:
+        twin_cmd.set_twin(db, ext, twin, None)
+    status_cmd.edit_status(db, ext, status, send_to, ring)
+    status_cmd.set_current(db, ext, status)
+
+
+def register_desk(cfg, logdir: Path, ext: str = SUB_EXT, ip: str = DESK_IPS[0],
+                  port: int = 5061, password: str = "secret1") -> None:
+    agent = sipp.Agent(f"register-{ext}", "register/register.xml", ip, port,
+                       remote=f"{cfg.proxy_address}:{cfg.proxy_port}",
+                       keys={"user": ext, "expires": "600"}, extra=["-au", ext, "-ap", password])
+    sipp.run([agent], logdir, timeout=15)
+    assert agent.received("200"), "desk registration failed"
+
+
+@dataclass
+class Party:
+    """One role in a call: its SIPp agent and its RTP probe."""
+    agent: sipp.Agent
+    probe: RtpProbe
+
+    def media_from(self, first_line: str) -> tuple[str, int]:
+        msg = wait_for(lambda: self.agent.received(first_line), 15,
+                       f"{self.agent.name} to receive {first_line}")[0]
+        return media_address(msg)
+
+
+@dataclass
+class Call:
+    parties: dict[str, Party] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Party:
+        return self.parties[name]
+
+    def agents(self) -> list[sipp.Agent]:
+        return [p.agent for p in self.parties.values()]
+
+    def close(self) -> None:
+        sipp.stop(self.agents())
+        for party in self.parties.values():
+            party.probe.close()
+
+
+def party(name: str, scenario: str, ip: str, port: int, remote: str | None = None,
+          listens: bool = False, pause_ms: int = 500, **keys) -> Party:
+    """pause_ms: the scenario's one <pause/> (ring time of a phone, hold time of a caller)."""
+    rtp_port = next(_probe_ports)
+    probe = RtpProbe(ip, rtp_port)
+    agent = sipp.Agent(name, scenario, ip, port, remote=remote, listens=listens,
+                       keys={"rtp_ip": ip, "rtp_port": str(rtp_port),
+                             **{k: str(v) for k, v in keys.items()}},
+                       extra=["-d", str(pause_ms)])
+    return Party(agent, probe)
+
+
+def desk(scenario: str = "uas/answer.xml", ip: str = DESK_IPS[0], port: int = 5061,
+         **keys) -> Party:
+    return party("desk", scenario, ip, port, listens=True, **keys)
+
+
+def mobile(scenario: str = "uas/ring_cancel.xml", **keys) -> Party:
+    return party("mobile", scenario, TRUNK_IP, MOBILE_PORT, listens=True, **keys)
+
+
+def voicemail(scenario: str = "uas/answer.xml", **keys) -> Party:
+    return party("voicemail", scenario, VOICEMAIL_IP, 5060, listens=True, **keys)
+
+
+def trunk_caller(cfg, service: str = SUB_DID, hold_ms: int = 3000, **keys) -> Party:
+    return party("caller", "uac/call.xml", TRUNK_IP, CALLER_PORT,
+                 remote=f"{cfg.proxy_address}:{cfg.proxy_port}", dial=service,
+                 caller=CALLER_NUM, caller_name=CALLER_NAME, pause_ms=hold_ms, **keys)
+
+
+def connect_media(a: Party, a_msg: str, b: Party, b_msg: str) -> float:
+    """Point each probe at the rtpengine address its own SIP peer was given; return when."""
+    a.probe.talk_to(*a.media_from(a_msg))
+    b.probe.talk_to(*b.media_from(b_msg))
+    return time.monotonic()
+
+
+def run(call: Call, logdir: Path, timeout: float = 40) -> None:
+    sipp.wait(call.agents(), timeout)
+
+
+def start(call: Call, logdir: Path) -> Call:
+    sipp.start(call.agents(), logdir)
+    return call
+
+
+def assert_nothing_left(cfg, timeout: float = 5.0) -> None:
+    """No rtpengine session and no dialog remain once the calls have ended."""
+    client = Client(cfg.rtpengine_ng.host, cfg.rtpengine_ng.port)
+
+    def clean():
+        sessions = client.list()
+        dialogs = rpc.call(cfg, "dlg.list") or []
+        return (not sessions and not dialogs) or None
+
+    try:
+        wait_for(clean, timeout, "rtpengine and the dialog table to empty")
+    except AssertionError:
+        raise AssertionError(f"left behind: rtpengine {client.list()}, "
+                             f"dialogs {rpc.call(cfg, 'dlg.list')}") from None
+    finally:
+        client.close()
