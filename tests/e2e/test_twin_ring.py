@@ -42,3 +42,165 @@ def test_given_mobile_ticked_when_the_desk_answers_a_trunk_call_then_mobile_is_c
     cancel = call["mobile"].agent.received("CANCEL")[0]
     assert COMPLETED_ELSEWHERE in cancel
     assert_nothing_left(stack)
+
+
+def test_given_mobile_ticked_when_the_mobile_answers_then_the_desk_is_cancelled(
+        stack, db, logdir):
+    setup_subscriber(db, stack)
+    register_desk(stack, logdir)
+    call = Call({"desk": desk("uas/ring_cancel.xml"), "mobile": mobile("uas/answer.xml",
+                                                                       pause_ms=800),
+                 "caller": trunk_caller(stack)})
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["mobile"], "INVITE")
+        calls.run(call, logdir)
+        assert_two_way(call["caller"].probe, call["mobile"].probe, since)
+    finally:
+        call.close()
+    assert COMPLETED_ELSEWHERE in call["desk"].agent.received("CANCEL")[0]
+    assert_nothing_left(stack)
+
+
+def test_given_two_desks_when_one_dials_the_others_extension_then_desk_and_mobile_ring(
+        stack, db, logdir):
+    setup_subscriber(db, stack)
+    calls.add_subscriber(db, stack, "1002", "2125550102")
+    register_desk(stack, logdir)
+    register_desk(stack, logdir, ext="1002", ip=calls.DESK_IPS[1], port=5062)
+    call = Call({"desk": desk(pause_ms=1000), "mobile": mobile(),
+                 "caller": calls.desk_caller(stack, "1001")})
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["desk"], "INVITE")
+        calls.run(call, logdir)
+        assert_two_way(call["caller"].probe, call["desk"].probe, since)
+    finally:
+        call.close()
+    invite = call["mobile"].agent.received("INVITE")[0]
+    # The mobile shows the calling colleague: their DID and name, not an internal extension.
+    assert "+12125550102" in header(invite, "From") and "User 1002" in header(invite, "From")
+    assert "+12125550102" in header(invite, "P-Asserted-Identity")
+    assert COMPLETED_ELSEWHERE in call["mobile"].agent.received("CANCEL")[0]
+    assert_nothing_left(stack)
+
+
+def test_given_nobody_answers_when_the_ring_timeout_ends_then_the_subscribers_voicemail(
+        stack, db, logdir):
+    setup_subscriber(db, stack, ring_timeout=5)
+    register_desk(stack, logdir)
+    call = Call({"desk": desk("uas/ring_cancel.xml"), "mobile": mobile(),
+                 "voicemail": voicemail(pause_ms=100), "caller": trunk_caller(stack, hold_ms=2000)})
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["voicemail"], "INVITE")
+        calls.run(call, logdir)
+        assert_two_way(call["caller"].probe, call["voicemail"].probe, since)
+    finally:
+        call.close()
+    invite = call["voicemail"].agent.received("INVITE")[0]
+    assert invite.startswith("INVITE sip:1001@127.0.1.4")         # the mailbox
+    assert SUB_DID in header(invite, "Diversion") and "no-answer" in header(invite, "Diversion")
+    assert call["desk"].agent.received("CANCEL") and call["mobile"].agent.received("CANCEL")
+    assert_nothing_left(stack)
+
+
+def test_given_the_desk_still_ringing_when_the_mobile_declines_then_the_desk_keeps_ringing(
+        stack, db, logdir):
+    setup_subscriber(db, stack)
+    register_desk(stack, logdir)
+    call = Call({"desk": desk(pause_ms=2000),
+                 "mobile": mobile("uas/decline.xml", pause_ms=300),
+                 "caller": trunk_caller(stack, hold_ms=1500)})
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["desk"], "INVITE")
+        calls.run(call, logdir)
+        assert_two_way(call["caller"].probe, call["desk"].probe, since, minimum=15)
+    finally:
+        call.close()
+    assert not call["caller"].agent.received("603")
+    assert_nothing_left(stack)
+
+
+@pytest.mark.parametrize("case", ["mobile not ticked", "license basic", "no twin set"])
+def test_given_the_mobile_not_allowed_then_only_the_desk_rings(stack, db, logdir, case):
+    setup_subscriber(db, stack, ring="desk" if case == "mobile not ticked" else "desk,mobile",
+                     license="basic" if case == "license basic" else "entry-ucc",
+                     twin=None if case == "no twin set" else SUB_TWIN)
+    register_desk(stack, logdir)
+    sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
+    call = Call({"desk": desk(pause_ms=300), "caller": trunk_caller(stack, hold_ms=500)})
+    try:
+        calls.start(call, logdir)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+        rung = sink.messages()
+        sink.close()
+    assert call["desk"].agent.received("INVITE")
+    assert rung == [], f"the mobile was rung: {rung[:1]}"
+    assert_nothing_left(stack)
+
+
+def test_given_the_desk_unregistered_and_mobile_ticked_then_only_the_mobile_rings(
+        stack, db, logdir):
+    setup_subscriber(db, stack)
+    sink = calls.SipSink(calls.DESK_IPS[0], 5061)
+    call = Call({"mobile": mobile("uas/answer.xml", pause_ms=300),
+                 "caller": trunk_caller(stack, hold_ms=1500)})
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["mobile"], "INVITE")
+        calls.run(call, logdir)
+        assert_two_way(call["caller"].probe, call["mobile"].probe, since, minimum=15)
+    finally:
+        call.close()
+        rung = sink.messages()
+        sink.close()
+    assert rung == []
+    assert_nothing_left(stack)
+
+
+def test_given_a_voicemail_status_then_calls_go_straight_to_voicemail(stack, db, logdir):
+    setup_subscriber(db, stack, status="Do Not Disturb", send_to="voicemail")
+    register_desk(stack, logdir)
+    desk_sink = calls.SipSink(calls.DESK_IPS[0], 5061)
+    mobile_sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
+    call = Call({"voicemail": voicemail(pause_ms=100), "caller": trunk_caller(stack, hold_ms=500)})
+    try:
+        calls.start(call, logdir)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+        rung = desk_sink.messages() + mobile_sink.messages()
+        desk_sink.close()
+        mobile_sink.close()
+    invite = call["voicemail"].agent.received("INVITE")[0]
+    assert invite.startswith("INVITE sip:1001@127.0.1.4")
+    assert SUB_DID in header(invite, "Diversion")
+    assert rung == []
+    assert_nothing_left(stack)
+
+
+def test_given_a_forbidden_twin_written_by_hand_then_it_is_never_dialled(stack, db, logdir):
+    setup_subscriber(db, stack)
+    register_desk(stack, logdir)
+    db.execute("ALTER TABLE twin DROP CONSTRAINT twin_number_check")
+    try:
+        db.execute("UPDATE twin SET number = '+19005550123'")
+        sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
+        call = Call({"desk": desk(pause_ms=300), "caller": trunk_caller(stack, hold_ms=500)})
+        try:
+            calls.start(call, logdir)
+            calls.run(call, logdir)
+        finally:
+            call.close()
+            rung = sink.messages()
+            sink.close()
+        assert rung == []
+    finally:
+        db.execute("DELETE FROM twin WHERE NOT is_nanp_number(number)")
+        db.execute("ALTER TABLE twin ADD CONSTRAINT twin_number_check "
+                   "CHECK (is_nanp_number(number))")
+    assert_nothing_left(stack)

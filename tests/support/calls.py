@@ -134,3 +134,49 @@ def assert_nothing_left(cfg, timeout: float = 5.0) -> None:
                              f"dialogs {rpc.call(cfg, 'dlg.list')}") from None
     finally:
         client.close()
+
+
+class SipSink:
+    """A bare UDP socket on a role's address: records whatever SIP reaches it, answers nothing.
+    Used where a test asserts that a device is *not* rung."""
+
+    def __init__(self, ip: str, port: int):
+        import socket
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, port))
+        self.sock.setblocking(False)
+
+    def messages(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recv(65536).decode(errors="replace"))
+            except BlockingIOError:
+                return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def desk_caller(cfg, dial: str, ext: str = "1002", ip: str = DESK_IPS[1], port: int = 5062,
+                hold_ms: int = 3000, password: str = "secret1") -> Party:
+    p = party("caller", "uac/desk_call.xml", ip, port,
+              remote=f"{cfg.proxy_address}:{cfg.proxy_port}", dial=dial, caller=ext,
+              caller_name=f"User {ext}", pause_ms=hold_ms)
+    p.agent.extra += ["-au", ext, "-ap", password]
+    return p
+
+
+def send_raw(cfg, text: str, ip: str = TRUNK_IP, timeout: float = 2.0) -> str:
+    """Send one raw SIP datagram to the proxy; return the first line of its answer ('' if none)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((ip, 0))
+        sock.settimeout(timeout)
+        port = sock.getsockname()[1]
+        sock.sendto(text.replace("{port}", str(port)).replace("\n", "\r\n").encode(),
+                    (cfg.proxy_address, cfg.proxy_port))
+        try:
+            return sock.recv(65536).decode(errors="replace").split("\r\n", 1)[0]
+        except socket.timeout:
+            return ""
