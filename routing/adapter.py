@@ -163,7 +163,8 @@ class Handler:
         sub = self.store.by_did(target.value) if target.kind is Dialled.NUMBER else None
         if sub is None:
             return reply(404, "Not Found")
-        caller_num = pv("$fU")
+        # Carriers send the caller as 10 digits, 1+10 or E.164: the mobile leg asserts E.164.
+        caller_num = rules.normalize_nanp(pv("$fU")) or pv("$fU")
         caller_name = pv("$fn").strip('"')
         return self.twin_ring(sub, caller_num, caller_name)
 
@@ -292,7 +293,7 @@ class Handler:
                 KSR.uac.uac_replace_from(display, f"sip:{number}@{self.realm}")
         if KSR.textops.has_body_type("application/sdp") > 0:
             if KSR.rtpengine.rtpengine_offer(RTP_BRANCH) < 0:
-                KSR.err("rtpengine offer failed for branch $T_branch_idx\n")
+                KSR.xlog.xlog("L_ERR", "rtpengine offer failed for branch $T_branch_idx\n")
                 KSR.tmx.t_drop()
         return 1
 

@@ -10,6 +10,7 @@ from tests.support.calls import (CALLER_NUM, SUB_DID, SUB_TWIN, Call, assert_not
                                  connect_media, desk, mobile, register_desk, setup_subscriber,
                                  trunk_caller, voicemail)
 from tests.support.rtp import assert_two_way
+from twinctl.commands import status as status_cmd
 
 pytestmark = pytest.mark.e2e
 
@@ -203,4 +204,64 @@ def test_given_a_forbidden_twin_written_by_hand_then_it_is_never_dialled(stack, 
         db.execute("DELETE FROM twin WHERE NOT is_nanp_number(number)")
         db.execute("ALTER TABLE twin ADD CONSTRAINT twin_number_check "
                    "CHECK (is_nanp_number(number))")
+    assert_nothing_left(stack)
+
+
+def test_given_a_twinctl_change_between_calls_then_the_next_call_follows_it(stack, db, logdir):
+    """No restart: the routing's cache is emptied by the database's change notification."""
+    setup_subscriber(db, stack, ring="desk")
+    register_desk(stack, logdir)
+    for round_, expect_mobile in ((1, False), (2, True)):
+        sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
+        call = Call({"desk": desk(pause_ms=300), "caller": trunk_caller(stack, hold_ms=300)})
+        try:
+            calls.start(call, logdir / f"call{round_}")
+            calls.run(call, logdir)
+        finally:
+            call.close()
+            rung = [m for m in sink.messages() if m.startswith("INVITE")]
+            sink.close()
+        assert bool(rung) == expect_mobile, f"call {round_}: mobile rung={bool(rung)}"
+        status_cmd.edit_status(db, "1001", "In Office", "ring-group", "desk,mobile")
+    assert_nothing_left(stack)
+
+
+def test_given_a_desk_when_it_calls_an_external_number_then_it_leaves_by_the_trunk_anchored(
+        stack, db, logdir):
+    setup_subscriber(db, stack)
+    register_desk(stack, logdir)
+    far = calls.party("far", "uas/answer.xml", calls.TRUNK_IP, calls.MOBILE_PORT, listens=True,
+                      pause_ms=300)
+    call = Call({"far": far, "caller": calls.desk_caller(stack, "3125550188", ext="1001",
+                                                         ip=calls.DESK_IPS[0], port=5061,
+                                                         hold_ms=1500)})
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["far"], "INVITE")
+        calls.run(call, logdir)
+        assert_two_way(call["caller"].probe, call["far"].probe, since, minimum=15)
+    finally:
+        call.close()
+    invite = call["far"].agent.received("INVITE")[0]
+    assert invite.startswith("INVITE sip:+13125550188@127.0.1.2")
+    assert SUB_DID in header(invite, "P-Asserted-Identity")
+    assert "c=IN IP4 127.0.1.1" in invite                  # media anchored by rtpengine
+    assert_nothing_left(stack)
+
+
+@pytest.mark.parametrize("dial", ["911"])
+def test_given_a_desk_when_it_dials_emergency_then_it_always_goes_out(stack, db, logdir, dial):
+    setup_subscriber(db, stack, license="basic")
+    register_desk(stack, logdir)
+    far = calls.party("psap", "uas/answer.xml", calls.TRUNK_IP, calls.MOBILE_PORT, listens=True,
+                      pause_ms=100)
+    call = Call({"psap": far, "caller": calls.desk_caller(stack, dial, ext="1001",
+                                                          ip=calls.DESK_IPS[0], port=5061,
+                                                          hold_ms=300)})
+    try:
+        calls.start(call, logdir)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+    assert call["psap"].agent.received("INVITE")[0].startswith(f"INVITE sip:{dial}@127.0.1.2")
     assert_nothing_left(stack)
