@@ -14,9 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import fastbencode
-
-from .codec import _keys_to_bytes, decode_message
+from .codec import decode_message, encode_message
 
 #: Loopback ports reserved for rtpctl's fake servers (see tests/integration for the daemons).
 FAKE_PORT_RANGE = range(22300, 22350)
@@ -31,7 +29,7 @@ class Received:
 
 def reply(cookie: str, body: dict[str, Any]) -> bytes:
     """A well-formed ng reply datagram."""
-    return cookie.encode() + b" " + fastbencode.bencode_utf8(_keys_to_bytes(body))
+    return encode_message(cookie, body)
 
 
 def pong(request: Received, server: "FakeServer") -> list[bytes]:

@@ -150,21 +150,13 @@ def sql_ping(cfg: SiteConfig) -> str | None:
 
 
 def ng_ping(cfg: SiteConfig, timeout: float = 0.5) -> bool:
-    from fastbencode import bdecode as decode, bencode as encode
-    cookie = uuid.uuid4().hex[:12].encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
+    from rtpctl import Client, RtpctlError
+    with Client(cfg.rtpengine_ng.host, cfg.rtpengine_ng.port, timeout=timeout, retries=1) as ng:
         try:
-            sock.sendto(cookie + b" " + encode({b"command": b"ping"}),
-                        (cfg.rtpengine_ng.host, cfg.rtpengine_ng.port))
-            data = sock.recv(65536)
-        except OSError:
+            ng.ping()
+            return True
+        except RtpctlError:
             return False
-    head, _, body = data.partition(b" ")
-    try:
-        return head == cookie and decode(body).get(b"result") == b"pong"
-    except Exception:  # noqa: BLE001 - anything unparsable is simply "not answering"
-        return False
 
 
 def sip_options(cfg: SiteConfig, timeout: float = 0.5) -> str | None:
