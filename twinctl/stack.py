@@ -294,8 +294,8 @@ class Rtpengine:
 # ---- Kamailio ---------------------------------------------------------------------------------
 
 class Kamailio:
-    def __init__(self, cfg: SiteConfig, paths: Paths):
-        self.cfg, self.paths = cfg, paths
+    def __init__(self, cfg: SiteConfig, paths: Paths, template: Path = KAMAILIO_CFG):
+        self.cfg, self.paths, self.template = cfg, paths, template
         self.log = paths.log / "kamailio.log"
 
     def render(self) -> Path:
@@ -317,7 +317,7 @@ class Kamailio:
             if "!" in value:
                 raise TwinctlError(f"site value for {key} may not contain '!'")
             header.append(f'#!substdef "!{key}!{value}!"')
-        body = KAMAILIO_CFG.read_text()
+        body = self.template.read_text()
         first, _, rest = body.partition("\n")     # keep #!KAMAILIO as the first line
         self.paths.kamailio_cfg.write_text(first + "\n" + "\n".join(header) + "\n" + rest)
         os.chmod(self.paths.kamailio_cfg, 0o600)  # it holds the database password
@@ -377,7 +377,9 @@ def migrate_database(cfg: SiteConfig) -> list[str]:
     return [m.path.name for m in applied]
 
 
-def up(cfg: SiteConfig, log=print) -> list[Health]:
+def up(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[Health]:
+    """Start what is not running. kamailio_cfg: another cfg body (the benchmarks' native-cfg
+    baseline); it gets the same rendered header of site values."""
     for tool in (KAMAILIO, RTPENGINE, str(PG_BIN / "initdb")):
         if not Path(tool).exists():
             raise TwinctlError(f"{tool} is not installed; run scripts/install.sh")
@@ -397,7 +399,7 @@ def up(cfg: SiteConfig, log=print) -> list[Health]:
     if not _pid_alive(paths.rtpengine_pid):
         log(f"starting rtpengine (ng {cfg.rtpengine_ng})")
         rtp.start()
-    kam = Kamailio(cfg, paths)
+    kam = Kamailio(cfg, paths, kamailio_cfg)
     if not _pid_alive(paths.kamailio_pid):
         log(f"starting Kamailio on {cfg.proxy_address}:{cfg.proxy_port} (udp, tcp)")
         kam.start()
