@@ -6,15 +6,19 @@ by routing.decisions; subscriber data comes from routing.store.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import traceback
 
 import KSR  # provided by app_python3 inside Kamailio
 
 from twinctl.config import SiteConfig, load as load_config
 
 from . import decisions as rules
+from .adapter_handoff import HandoffRoutes
 from .decisions import Dialled, Subscriber
-from .store import StoreUnavailable, SubscriberStore
+from .handoff import LEG_PREFIX
+from .store import CallLog, StoreUnavailable, SubscriberStore
 
 NEXT = True
 DONE = False
@@ -33,8 +37,25 @@ AVP_VMBOX = "$avp(tw_vmbox)"
 AVP_CALLER_NUM = "$avp(tw_caller_num)"
 AVP_CALLER_NAME = "$avp(tw_caller_name)"
 AVP_KIND = "$avp(tw_kind)"          # twin | outbound
+AVP_SUB_ID = "$avp(tw_sub_id)"
+AVP_CONTACT = "$avp(tw_contact)"    # the INVITE's Contact URI
 
 log = logging.getLogger("routing")
+
+
+def guarded(route):
+    """A bug in a route must cost one request, never the proxy: log it, answer 500 where a
+    request can still be answered, and carry on."""
+    @functools.wraps(route)
+    def run(self, *args):
+        try:
+            return route(self, *args)
+        except Exception:  # noqa: BLE001 - the last line of defence of a SIP worker
+            KSR.err(f"{route.__name__}: {traceback.format_exc()}\n")
+            if route.__name__ == "ksr_request_route" and not KSR.is_ACK():
+                KSR.sl.sl_send_reply(500, "Server Internal Error")
+            return 1
+    return run
 
 
 def reply(code: int, reason: str) -> bool:
@@ -47,7 +68,7 @@ def pv(name: str) -> str:
     return "" if value is None else str(value)
 
 
-class Handler:
+class Handler(HandoffRoutes):
     def __init__(self, cfg: SiteConfig):
         self.cfg = cfg
         self.realm = cfg.sip_domain
@@ -59,9 +80,11 @@ class Handler:
     def child_init(self, rank: int) -> int:
         # Each worker its own connection, made after the fork (lazily on first use).
         self.store = SubscriberStore(self.cfg.dsn(), self.cfg.statement_timeout_ms)
+        self.call_log = CallLog(self.store)
         return 0
 
     # ---- request route ---------------------------------------------------------------------
+    @guarded
     def ksr_request_route(self, msg) -> int:
         for step in (self.reqinit, self.cancel, self.within_dialog, self.local_request,
                      self.register, self.invite):
@@ -70,7 +93,11 @@ class Handler:
         reply(405, "Method Not Allowed")
         return 1
 
+    @guarded
     def ksr_reply_route(self, msg) -> int:
+        # Every reply passes here first; only those of the proxy's own handoff legs matter.
+        if pv("$ci").startswith(LEG_PREFIX):
+            self.handoff_leg_reply()
         return 1
 
     def ksr_onsend_route(self, msg) -> int:
@@ -97,6 +124,10 @@ class Handler:
     def within_dialog(self) -> bool:
         if KSR.siputils.has_totag() < 0:
             return NEXT
+        if self.store is None:
+            self.child_init(0)
+        if self.known_call_request() is DONE:
+            return DONE
         if KSR.rr.loose_route() > 0:
             if KSR.is_BYE():
                 KSR.rtpengine.rtpengine_delete0()
@@ -184,7 +215,7 @@ class Handler:
         if caller is None:
             return reply(403, "Forbidden")
         if target.kind is Dialled.HANDOFF:
-            return reply(480, "No Call To Hand Off")
+            return self.handoff_to_desk(caller.extension)
         if target.kind is Dialled.EMERGENCY:
             return self.outbound(caller, target.value)
         if target.kind is Dialled.EXTENSION:
@@ -248,6 +279,8 @@ class Handler:
         KSR.pv.sets(AVP_CALLER_NUM, caller_num)
         KSR.pv.sets(AVP_CALLER_NAME, caller_name)
         KSR.pv.sets(AVP_KIND, kind)
+        KSR.pv.sets(AVP_SUB_ID, str(sub.id))
+        KSR.pv.sets(AVP_CONTACT, pv("$(ct{tobody.uri})"))
 
     def to_voicemail(self, mailbox: str, did: str, reason: str) -> bool:
         KSR.pv.sets("$ru", f"sip:{mailbox}@{self.voicemail_hostport}")
@@ -266,6 +299,7 @@ class Handler:
         KSR.hdr.remove("P-Asserted-Identity")
         KSR.hdr.append(rules.asserted_identity_header(caller.did, caller.display_name,
                                                       self.realm))
+        KSR.tm.t_set_fr(120000, 0)
         return self.relay("ksr_failure_outbound")
 
     def relay(self, failure_route: str) -> bool:
@@ -278,6 +312,7 @@ class Handler:
         return DONE
 
     # ---- per-branch, reply and failure routes --------------------------------------------------
+    @guarded
     def ksr_branch_media(self, msg) -> int:
         twin = pv(AVP_TWIN)
         if twin and pv("$rU") == twin and pv(AVP_KIND) == "twin":
@@ -297,17 +332,27 @@ class Handler:
                 KSR.tmx.t_drop()
         return 1
 
+    @guarded
     def ksr_reply_media(self, msg) -> int:
         code = int(pv("$rs") or 0)
         if 100 < code < 300 and KSR.textops.has_body_type("application/sdp") > 0:
             KSR.rtpengine.rtpengine_answer(RTP_BRANCH)
+        if 200 <= code < 300:
+            self.call_answered(pv(AVP_KIND), pv(AVP_EXT), pv(AVP_SUB_ID), pv(AVP_CALLER_NUM),
+                               pv(AVP_CALLER_NAME), pv(AVP_CONTACT))
+        elif code >= 300:
+            # A branch that lost (CANCELled, busy, declined) leaves rtpengine now, scoped to its
+            # own via-branch: a stale branch would later confuse a handoff on this call.
+            KSR.rtpengine.rtpengine_delete(RTP_BRANCH)
         return 1
 
+    @guarded
     def ksr_reply_indialog(self, msg) -> int:
         if KSR.textops.has_body_type("application/sdp") > 0:
             KSR.rtpengine.rtpengine_answer(RTP_COMMON)
         return 1
 
+    @guarded
     def ksr_failure_twin(self, msg) -> int:
         if KSR.tm.t_is_canceled() > 0:
             return 1
@@ -316,10 +361,12 @@ class Handler:
         self.to_voicemail(pv(AVP_VMBOX), pv(AVP_DID), rules.voicemail_reason(code))
         return 1
 
+    @guarded
     def ksr_failure_voicemail(self, msg) -> int:
         KSR.rtpengine.rtpengine_delete0()
         return 1
 
+    @guarded
     def ksr_failure_outbound(self, msg) -> int:
         if KSR.tm.t_is_canceled() > 0:
             return 1

@@ -133,3 +133,44 @@ class SubscriberStore:
             "split_part(split_part(split_part(contact, '@', 2), ':', 1), ';', 1) = %s) LIMIT 1",
             (f"sip:{ip}:%", ip))
         return bool(rows)
+
+
+class CallLog:
+    """The call and handoff log in PostgreSQL. A failed write is logged and forgotten: the
+    log must never cost a call."""
+
+    def __init__(self, store: SubscriberStore):
+        self.store = store
+
+    def _write(self, sql: str, params: tuple):
+        try:
+            rows = self.store._query(sql, params)
+            return rows[0][0] if rows else None
+        except StoreUnavailable as exc:
+            log.warning("call log write failed: %s", exc)
+            return None
+
+    def answered(self, call_id: str, sub_id: int, direction: str, caller: str, callee: str,
+                 answered_by: str) -> None:
+        self._write(
+            "INSERT INTO call (call_id, subscriber_id, direction, caller, callee, answered_by,"
+            " answered_at) VALUES (%s, %s, %s, %s, %s, %s, now())"
+            " ON CONFLICT (call_id) DO NOTHING RETURNING id",
+            (call_id, sub_id, direction, caller, callee, answered_by))
+
+    def ended(self, call_id: str, outcome: str) -> None:
+        self._write("UPDATE call SET ended_at = now(), outcome = %s"
+                    " WHERE call_id = %s AND ended_at IS NULL RETURNING id", (outcome, call_id))
+
+    def handoff_started(self, call_id: str, from_device: str, to_device: str) -> int | None:
+        return self._write("INSERT INTO handoff (call_id, from_device, to_device)"
+                           " VALUES (%s, %s, %s) RETURNING id", (call_id, from_device, to_device))
+
+    def handoff_finished(self, handoff_id: int | None, outcome: str,
+                         switch_ms: float | None = None, answered: bool = False) -> None:
+        if handoff_id is None:
+            return
+        self._write(
+            "UPDATE handoff SET outcome = %s, switch_ms = %s, completed_at = now(),"
+            " answered_at = CASE WHEN %s THEN now() ELSE answered_at END"
+            " WHERE id = %s RETURNING id", (outcome, switch_ms, answered, handoff_id))

@@ -49,10 +49,12 @@ class Party:
     agent: sipp.Agent
     probe: RtpProbe
 
-    def media_from(self, first_line: str) -> tuple[str, int]:
-        msg = wait_for(lambda: self.agent.received(first_line), 15,
-                       f"{self.agent.name} to receive {first_line}")[0]
-        return media_address(msg)
+    def media_from(self, first_line: str, nth: int = 1) -> tuple[str, int]:
+        """Media address in the SDP of the nth message (1-based) starting with first_line."""
+        msgs = wait_for(lambda: len(self.agent.received(first_line)) >= nth and
+                        self.agent.received(first_line), 15,
+                        f"{self.agent.name} to receive {first_line} #{nth}")
+        return media_address(msgs[nth - 1])
 
 
 @dataclass

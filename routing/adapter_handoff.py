@@ -1,0 +1,380 @@
+"""KEMI glue of the handoff (see routing.handoff for the model): part of the adapter, the only
+code besides routing.adapter that touches KSR.
+
+State: htable `call` (shared memory, every worker; saved to PostgreSQL at shutdown and loaded at
+start) holds, per answered call, `c:<D1 Call-ID>` = the StitchedCall JSON, `l:<leg Call-ID>` =
+the D1 Call-ID of a leg the proxy made or accepted, and `s:<ext>:<desk|mobile>` = the D1 Call-ID
+of the subscriber's call whose near end is that device (how *55 finds the call to take).
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import KSR
+
+from rtpctl import AnswerOptions, Client, OfferOptions, RtpctlError
+
+from . import decisions as rules
+from . import handoff as model
+from .handoff import Leg, Pending, Sender, StitchedCall
+
+HT = "call"
+NEXT = True
+DONE = False
+MEDIA_FLAGS = dict(replace=["origin", "session-connection"], ice="remove",
+                   transport_protocol="RTP/AVP")
+
+
+def pv(name: str) -> str:
+    value = KSR.pv.get(name)
+    return "" if value is None else str(value)
+
+
+def _ht_get(key: str) -> Optional[str]:
+    value = KSR.htable.sht_get(HT, key)
+    return str(value) if value else None
+
+
+def _outcome(code: int) -> str:
+    if code in (486, 600, 603):
+        return "declined"
+    if code in (408, 480, 487):
+        return "no-answer"
+    return "failed"
+
+
+class HandoffRoutes:
+    """Mixed into routing.adapter.Handler (which provides cfg, store, call_log, realm)."""
+
+    rtp: Optional[Client] = None
+
+    # ---- state ----------------------------------------------------------------------------
+    def media(self) -> Client:
+        if self.rtp is None:
+            ng = self.cfg.rtpengine_ng
+            self.rtp = Client(ng.host, ng.port, timeout=0.5, retries=2)
+        return self.rtp
+
+    @property
+    def leg_contact(self) -> str:
+        return f"sip:handoff@{self.cfg.proxy_address}:{self.cfg.proxy_port}"
+
+    def load_call(self, call_id: str) -> Optional[StitchedCall]:
+        raw = _ht_get(f"c:{call_id}")
+        if raw is None:
+            d1 = _ht_get(f"l:{call_id}")
+            raw = _ht_get(f"c:{d1}") if d1 else None
+        return StitchedCall.from_json(raw) if raw else None
+
+    def save_call(self, call: StitchedCall) -> None:
+        KSR.htable.sht_sets(HT, f"c:{call.call_id}", call.to_json())
+        KSR.htable.sht_sets(HT, f"s:{call.extension}:{call.near.device}", call.call_id)
+        other = "desk" if call.near.device == "mobile" else "mobile"
+        if _ht_get(f"s:{call.extension}:{other}") == call.call_id:
+            KSR.htable.sht_rm(HT, f"s:{call.extension}:{other}")
+        if call.near.call_id != call.call_id:
+            KSR.htable.sht_sets(HT, f"l:{call.near.call_id}", call.call_id)
+        if call.pending:
+            KSR.htable.sht_sets(HT, f"l:{call.pending.leg_call_id}", call.call_id)
+
+    def drop_call(self, call: StitchedCall, outcome: str) -> None:
+        for leg_id in [call.near.call_id, *call.departed_legs,
+                       *([call.pending.leg_call_id] if call.pending else [])]:
+            if leg_id != call.call_id:
+                KSR.htable.sht_rm(HT, f"l:{leg_id}")
+        for device in ("desk", "mobile"):
+            if _ht_get(f"s:{call.extension}:{device}") == call.call_id:
+                KSR.htable.sht_rm(HT, f"s:{call.extension}:{device}")
+        KSR.htable.sht_rm(HT, f"c:{call.call_id}")
+        self.call_log.ended(call.call_id, outcome)
+
+    # ---- a call is answered: remember it, so it can be handed off ---------------------------
+    def call_answered(self, kind: str, extension: str, sub_id: str, caller_num: str,
+                      caller_name: str, request_contact: str) -> None:
+        """A 2xx to an initial INVITE (reply route). request_contact: the INVITE's Contact,
+        i.e. the far end's for a call to the subscriber, the desk's for a call it placed."""
+        call_id = pv("$ci")
+        if _ht_get(f"c:{call_id}") is not None:
+            return                                  # a retransmitted 200
+        contact = pv("$(ct{tobody.uri})")
+        if kind == "twin":
+            if KSR.dispatcher.ds_is_from_list(self.cfg.dispatcher_set) > 0:
+                device = "mobile"
+            elif pv("$si") == self.voicemail_hostport.split(":")[0]:
+                return                              # voicemail: nothing to hand off
+            else:
+                device = "desk"
+            near = Leg(device, call_id, pv("$tt"), contact, remote_uri=pv("$tu"),
+                       local_uri=pv("$fu"), local_tag=pv("$ft"), cseq=int(pv("$cs") or 1))
+            call = StitchedCall(call_id, extension, far_tag=pv("$ft"), far_side="caller",
+                                d1_from_tag=pv("$ft"), d1_to_tag=pv("$tt"), far_uri=pv("$fu"),
+                                far_number=caller_num, far_name=caller_name,
+                                far_contact=request_contact, near=near, d1_near_uri=pv("$tu"),
+                                d1_near_tag=pv("$tt"))
+            direction = "inbound"
+        else:                                       # the desk placed the call
+            device = "desk"
+            near = Leg(device, call_id, pv("$ft"), request_contact, remote_uri=pv("$fu"),
+                       local_uri=pv("$tu"), local_tag=pv("$tt"), cseq=1)
+            call = StitchedCall(call_id, extension, far_tag=pv("$tt"), far_side="callee",
+                                d1_from_tag=pv("$ft"), d1_to_tag=pv("$tt"), far_uri=pv("$tu"),
+                                far_number=pv("$tU"), far_name="", far_contact=contact,
+                                near=near, d1_near_uri=pv("$fu"), d1_near_tag=pv("$ft"),
+                                d1_near_cseq=int(pv("$cs") or 1))
+            direction = "outbound"
+        self.save_call(call)
+        self.call_log.answered(call_id, int(sub_id) if sub_id.isdigit() else None, direction,
+                               caller_num, pv("$tU"), device)
+
+    # ---- in-dialog requests of a known call --------------------------------------------------
+    def known_call_request(self) -> bool:
+        """In-dialog requests of calls the proxy stands in for (or is handing off)."""
+        call = self.load_call(pv("$ci"))
+        if call is None:
+            return NEXT
+        sender = model.sender_of(call, pv("$ci"), pv("$ft"))
+        if KSR.is_REFER() and sender is Sender.NEAR and model.handoff_code_target(
+                pv("$hdr(Refer-To)"), self.cfg.handoff_code):
+            return self.refer_to_mobile(call)
+        if not call.handed_off:
+            if sender is Sender.FAR and call.near.call_id == call.call_id:
+                call.near.cseq = max(call.near.cseq, int(pv("$cs") or 0))
+                self.save_call(call)
+            if KSR.is_BYE():
+                if call.pending:
+                    self.cancel_pending(call)
+                self.drop_call(call, "hung up by the far end" if sender is Sender.FAR
+                               else "hung up by the desk")
+            return NEXT
+        if KSR.is_ACK():
+            return DONE                      # ACKs for the proxy's own 200s end here
+        if sender is Sender.FAR:
+            return self.from_far_end(call)
+        if sender is Sender.NEAR:
+            return self.from_near_end(call)
+        if sender is Sender.DEPARTED:
+            return self.answer_locally(200, "OK")
+        return self.answer_locally(481, "Call/Transaction Does Not Exist")
+
+    def answer_locally(self, code: int, reason: str, sdp: str = "") -> bool:
+        KSR.tm.t_newtran()
+        if sdp:
+            KSR.hdr.append_to_reply(f"Contact: <{self.leg_contact}>\r\n")
+            KSR.textops.set_reply_body(sdp, "application/sdp")
+        KSR.tm.t_reply(code, reason)
+        return DONE
+
+    def from_far_end(self, call: StitchedCall) -> bool:
+        if KSR.is_BYE():
+            KSR.rr.loose_route()             # lets the dialog module see D1 end
+            self.answer_locally(200, "OK")
+            if call.pending:
+                self.cancel_pending(call)
+            self.send_bye(call.near)
+            self.delete_media(call)
+            self.drop_call(call, "hung up by the far end")
+            return DONE
+        if KSR.is_INVITE() and KSR.textops.has_body_type("application/sdp") > 0:
+            return self.far_reinvite(call)
+        return self.answer_locally(200, "OK")
+
+    def far_reinvite(self, call: StitchedCall) -> bool:
+        """A far-end re-INVITE (session refresh, hold, resume): the proxy answers for the near
+        end from rtpengine, which keeps every port; the near end is not disturbed."""
+        near = call.near
+        try:
+            self.media().offer(call.call_id, call.far_tag, pv("$rb"),
+                               OfferOptions(extra={"to-tag": near.media_tag}, **MEDIA_FLAGS))
+            answer = self.media().answer(call.call_id, call.far_tag, near.media_tag, near.sdp,
+                                         AnswerOptions(**MEDIA_FLAGS))
+        except RtpctlError as exc:
+            KSR.err(f"re-INVITE of handed-off call {call.call_id}: {exc}\n")
+            return self.answer_locally(500, "Media Server Error")
+        return self.answer_locally(200, "OK", answer.sdp)
+
+    def from_near_end(self, call: StitchedCall) -> bool:
+        if KSR.is_BYE():
+            self.answer_locally(200, "OK")
+            if call.pending:
+                self.cancel_pending(call)
+            self.bye_far_end(call)
+            self.delete_media(call)
+            self.drop_call(call, f"hung up on the {call.near.device}")
+            return DONE
+        if KSR.is_INVITE():
+            # A refresh or hold from the new near end: its media address is kept as it was.
+            return self.answer_locally(200, "OK", model.bump_origin_version(call.near.given_sdp))
+        return self.answer_locally(200, "OK")
+
+    # ---- desk → mobile -----------------------------------------------------------------------
+    def refer_to_mobile(self, call: StitchedCall) -> bool:
+        if call.near.device != "desk":
+            return self.answer_locally(403, "Call Is Not On The Desk")
+        if call.pending:
+            return self.answer_locally(491, "Handoff Already In Progress")
+        sub = self.store.by_extension(call.extension)
+        refusal = self.twin_refusal(sub)
+        if refusal:
+            return self.answer_locally(403, refusal)
+        KSR.tm.t_newtran()
+        KSR.tm.t_reply(202, "Accepted")
+        pending = Pending("mobile", model.new_leg_call_id(self.realm), model.new_tag("t"),
+                          model.new_tag("h"), model.new_tag("v"), time.time())
+        try:
+            offer = self.media().offer(call.call_id, pending.helper_tag,
+                                       model.placeholder_sdp(str(int(time.time()))),
+                                       OfferOptions(via_branch=pending.via_branch, **MEDIA_FLAGS))
+        except RtpctlError as exc:
+            KSR.err(f"handoff offer for {call.call_id}: {exc}\n")
+            self.notify_transfer(call, call.near, "SIP/2.0 500 Media Server Error")
+            self.save_call(call)
+            return DONE
+        KSR.pv.sets("$ru", f"sip:{sub.twin_number}@{self.realm}")
+        if KSR.dispatcher.ds_select_domain(self.cfg.dispatcher_set, 8) < 0:
+            self.media().delete(call.call_id, from_tag=pending.helper_tag)
+            self.notify_transfer(call, call.near, "SIP/2.0 503 No Trunk Available")
+            self.save_call(call)
+            return DONE
+        mobile_uri = pv("$ru")
+        pending.handoff_id = self.call_log.handoff_started(call.call_id, "desk", "mobile")
+        call.pending = pending
+        self.save_call(call)
+        headers = model.invite_to_mobile(call, pending, mobile_uri, self.realm,
+                                         self.leg_contact, sub.did)
+        KSR.tm.t_uac_send("INVITE", mobile_uri, "", "", headers, offer.sdp)
+        return DONE
+
+    def twin_refusal(self, sub) -> Optional[str]:
+        if sub is None or not sub.twin_number:
+            return "No Twin Number Set"
+        if not rules.license_allows_twinning(sub.license):
+            return "License Does Not Include Twinning"
+        from .numbers import is_dialable_twin
+        if not is_dialable_twin(sub.twin_number):
+            return "Twin Number Not Allowed"
+        return None
+
+    def handoff_leg_reply(self) -> None:
+        """Replies to the INVITE the proxy sent the mobile (core reply route, any worker)."""
+        if pv("$rm") != "INVITE":
+            return
+        code = int(pv("$rs") or 0)
+        if code < 200:
+            return
+        call = self.load_call(pv("$ci"))
+        if call is None or call.pending is None or call.pending.leg_call_id != pv("$ci"):
+            return                                      # a retransmission, or too late
+        if code < 300:
+            self.mobile_answered(call)
+        else:
+            self.mobile_refused(call, code, pv("$rr"))
+
+    def mobile_answered(self, call: StitchedCall) -> None:
+        pending = call.pending
+        started = time.perf_counter()
+        mobile = Leg("mobile", pending.leg_call_id, pv("$tt"), pv("$(ct{tobody.uri})"),
+                     remote_uri=pv("$tu"), local_uri=pv("$fu"), local_tag=pending.local_tag,
+                     cseq=1, sdp=pv("$rb"))
+        old = call.near
+        try:
+            self.media().answer(call.call_id, call.far_tag, mobile.media_tag, mobile.sdp,
+                                AnswerOptions(via_branch=pending.via_branch, port_latching=True,
+                                              **MEDIA_FLAGS))
+            self.media().delete(call.call_id, from_tag=call.far_tag, to_tag=old.media_tag,
+                                delete_delay=0)
+        except RtpctlError as exc:
+            KSR.err(f"handoff switch for {call.call_id}: {exc}\n")
+        switch_ms = (time.perf_counter() - started) * 1000
+        model.leave(call, mobile)
+        self.notify_transfer(call, old, "SIP/2.0 200 OK")
+        self.save_call(call)
+        self.call_log.handoff_finished(pending.handoff_id, "completed", switch_ms, answered=True)
+        KSR.info(f"handoff of {call.call_id} desk→mobile: media switched in {switch_ms:.2f} ms\n")
+
+    def mobile_refused(self, call: StitchedCall, code: int, reason: str) -> None:
+        pending = call.pending
+        try:
+            self.media().delete(call.call_id, from_tag=pending.helper_tag, delete_delay=0)
+        except RtpctlError as exc:
+            KSR.err(f"handoff clean-up for {call.call_id}: {exc}\n")
+        call.pending = None
+        KSR.htable.sht_rm(HT, f"l:{pending.leg_call_id}")
+        self.notify_transfer(call, call.near, f"SIP/2.0 {code} {reason or 'Failed'}")
+        self.save_call(call)
+        self.call_log.handoff_finished(pending.handoff_id, _outcome(code))
+
+    def cancel_pending(self, call: StitchedCall) -> None:
+        KSR.tmx.t_cancel_callid(call.pending.leg_call_id, "1", 0)
+        self.call_log.handoff_finished(call.pending.handoff_id, "failed")
+
+    def notify_transfer(self, call: StitchedCall, leg: Leg, status_line: str) -> None:
+        """Tell the desk how its transfer ended (RFC 3515 NOTIFY with a sipfrag)."""
+        extra, body = model.refer_notify(status_line)
+        headers = leg.next_request("NOTIFY", extra + f"Contact: <{self.leg_contact}>\r\n")
+        KSR.tm.t_uac_send("NOTIFY", leg.contact, "", "", headers, body)
+
+    # ---- mobile → desk -----------------------------------------------------------------------
+    def handoff_to_desk(self, extension: str) -> bool:
+        """The desk dialled the handoff code: answer it at once with the far end's media."""
+        d1 = _ht_get(f"s:{extension}:mobile")
+        call = self.load_call(d1) if d1 else None
+        if call is None or call.near.device != "mobile":
+            return self.answer_locally(480, "No Call On Your Mobile")
+        if call.pending:
+            return self.answer_locally(491, "Handoff Already In Progress")
+        if KSR.textops.has_body_type("application/sdp") < 0:
+            return self.answer_locally(488, "An SDP Offer Is Needed")
+        KSR.tm.t_newtran()
+        handoff_id = self.call_log.handoff_started(call.call_id, "mobile", "desk")
+        desk_sdp, desk_tag = pv("$rb"), pv("$ft")
+        helper, branch = model.new_tag("h"), model.new_tag("v")
+        started = time.perf_counter()
+        try:
+            offer = self.media().offer(call.call_id, helper,
+                                       model.placeholder_sdp(str(int(time.time()))),
+                                       OfferOptions(via_branch=branch, **MEDIA_FLAGS))
+            self.media().answer(call.call_id, call.far_tag, desk_tag, desk_sdp,
+                                AnswerOptions(via_branch=branch, port_latching=True,
+                                              **MEDIA_FLAGS))
+            self.media().delete(call.call_id, from_tag=call.far_tag,
+                                to_tag=call.near.media_tag, delete_delay=0)
+        except RtpctlError as exc:
+            KSR.err(f"handoff to desk for {call.call_id}: {exc}\n")
+            KSR.tm.t_reply(500, "Media Server Error")
+            self.call_log.handoff_finished(handoff_id, "failed")
+            return DONE
+        switch_ms = (time.perf_counter() - started) * 1000
+        given = model.restrict_codecs(offer.sdp, desk_sdp)
+        KSR.hdr.append_to_reply(f"Contact: <{self.leg_contact}>\r\n")
+        KSR.textops.set_reply_body(given, "application/sdp")
+        KSR.tm.t_reply(200, "OK")
+        desk = Leg("desk", pv("$ci"), desk_tag, pv("$(ct{tobody.uri})"), remote_uri=pv("$fu"),
+                   local_uri=pv("$tu"), local_tag=pv("$ltt"), cseq=1, sdp=desk_sdp,
+                   given_sdp=given)
+        old = model.leave(call, desk)
+        self.send_bye(old)
+        self.save_call(call)
+        self.call_log.handoff_finished(handoff_id, "completed", switch_ms, answered=True)
+        KSR.info(f"handoff of {call.call_id} mobile→desk: media switched in {switch_ms:.2f} ms\n")
+        return DONE
+
+    # ---- ending ------------------------------------------------------------------------------
+    def send_bye(self, leg: Leg) -> None:
+        KSR.tm.t_uac_send("BYE", leg.contact, "", "", leg.next_request("BYE"), "")
+
+    def bye_far_end(self, call: StitchedCall) -> None:
+        """End the far end's dialog as the near end that left it would have."""
+        if KSR.dialog.dlg_get(call.call_id, call.d1_from_tag, call.d1_to_tag) > 0 and \
+                KSR.dialog.dlg_bye(call.far_side) > 0:
+            return
+        far = Leg("far", call.call_id, call.far_tag, call.far_contact, remote_uri=call.far_uri,
+                  local_uri=call.d1_near_uri, local_tag=call.d1_near_tag,
+                  cseq=call.d1_near_cseq + 1000)
+        self.send_bye(far)
+
+    def delete_media(self, call: StitchedCall) -> None:
+        try:
+            self.media().delete(call.call_id, delete_delay=0)
+        except RtpctlError as exc:
+            KSR.err(f"media delete for {call.call_id}: {exc}\n")
