@@ -329,26 +329,31 @@ class HandoffRoutes:
         handoff_id = self.call_log.handoff_started(call.call_id, "mobile", "desk")
         desk_sdp, desk_tag = pv("$rb"), pv("$ft")
         helper, branch = model.new_tag("h"), model.new_tag("v")
-        started = time.perf_counter()
         try:
             offer = self.media().offer(call.call_id, helper,
                                        model.placeholder_sdp(str(int(time.time()))),
                                        OfferOptions(via_branch=branch, **MEDIA_FLAGS))
+        except RtpctlError as exc:
+            KSR.err(f"handoff to desk for {call.call_id}: {exc}\n")
+            KSR.tm.t_reply(500, "Media Server Error")
+            self.call_log.handoff_finished(handoff_id, "failed")
+            return DONE
+        # Answer the desk first, then switch: the desk starts sending as soon as it has our
+        # SDP, and the far end hears the mobile until the switch a millisecond later.
+        given = model.restrict_codecs(offer.sdp, desk_sdp)
+        KSR.hdr.append_to_reply(f"Contact: <{self.leg_contact}>\r\n")
+        KSR.textops.set_reply_body(given, "application/sdp")
+        KSR.tm.t_reply(200, "OK")
+        started = time.perf_counter()
+        try:
             self.media().answer(call.call_id, call.far_tag, desk_tag, desk_sdp,
                                 AnswerOptions(via_branch=branch, port_latching=True,
                                               **MEDIA_FLAGS))
             self.media().delete(call.call_id, from_tag=call.far_tag,
                                 to_tag=call.near.media_tag, delete_delay=0)
         except RtpctlError as exc:
-            KSR.err(f"handoff to desk for {call.call_id}: {exc}\n")
-            KSR.tm.t_reply(500, "Media Server Error")
-            self.call_log.handoff_finished(handoff_id, "failed")
-            return DONE
+            KSR.err(f"handoff switch to desk for {call.call_id}: {exc}\n")
         switch_ms = (time.perf_counter() - started) * 1000
-        given = model.restrict_codecs(offer.sdp, desk_sdp)
-        KSR.hdr.append_to_reply(f"Contact: <{self.leg_contact}>\r\n")
-        KSR.textops.set_reply_body(given, "application/sdp")
-        KSR.tm.t_reply(200, "OK")
         desk = Leg("desk", pv("$ci"), desk_tag, pv("$(ct{tobody.uri})"), remote_uri=pv("$fu"),
                    local_uri=pv("$tu"), local_tag=pv("$ltt"), cseq=1, sdp=desk_sdp,
                    given_sdp=given)

@@ -69,3 +69,120 @@ def test_given_a_call_answered_on_the_desk_when_it_hands_off_then_it_continues_o
         "desk", "mobile")
     assert db.execute("SELECT count(*) AS n FROM call WHERE ended_at IS NULL").fetchone()["n"] == 0
     assert_nothing_left(stack)
+
+
+def take_back(cfg, scenario="uac/desk_call.xml", hold_ms=3000, port=5063, **keys) -> calls.Party:
+    """The desk dialling the handoff code (from another port of the same desk phone)."""
+    p = calls.party("desk55", scenario, calls.DESK_IPS[0], port,
+                    remote=f"{cfg.proxy_address}:{cfg.proxy_port}", dial="*55", caller="1001",
+                    caller_name="User 1001", pause_ms=hold_ms, **keys)
+    p.agent.extra += ["-au", "1001", "-ap", "secret1"]
+    return p
+
+
+def caller_waiting_for_bye(cfg) -> calls.Party:
+    return calls.party("caller", "uac/call_wait_bye.xml", calls.TRUNK_IP, calls.CALLER_PORT,
+                       remote=f"{cfg.proxy_address}:{cfg.proxy_port}", dial=calls.SUB_DID,
+                       caller=CALLER_NUM, caller_name=calls.CALLER_NAME)
+
+
+def hears(listener, speaker, since=0.0, packets=25):
+    wait_for(lambda: len(listener.probe.received_from(speaker.probe, since)) > packets, 10,
+             f"{listener.agent.name} to hear {speaker.agent.name}")
+
+
+def test_given_a_call_answered_on_the_mobile_when_the_desk_dials_the_code_then_it_takes_it(
+        stack, db, logdir):
+    setup_subscriber(db, stack)
+    register_desk(stack, logdir)
+    call = Call({"desk": desk("uas/ring_cancel.xml"),
+                 "mobile": mobile("uas/answer.xml", pause_ms=300),
+                 "caller": caller_waiting_for_bye(stack)})
+    desk55 = take_back(stack, hold_ms=3000)
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["mobile"], "INVITE")
+        hears(call["caller"], call["mobile"], since)
+        hears(call["mobile"], call["caller"], since)
+        call.parties["desk55"] = desk55
+        calls.start(Call({"desk55": desk55}), logdir)
+        desk55.probe.talk_to(*desk55.media_from("200"))
+        switched = wait_for(lambda: call["caller"].probe.received_from(desk55.probe), 10,
+                            "the far end to hear the desk")[0].at
+        hears(call["caller"], desk55, switched)
+        hears(desk55, call["caller"], switched)
+        gap = switch_gap_ms(call["caller"].probe, call["mobile"].probe, desk55.probe)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+    assert not desk55.agent.received("180") and not desk55.agent.received("183")  # no ringing
+    assert call["mobile"].agent.received("BYE")                      # the mobile is released
+    assert call["caller"].agent.received("BYE")                      # desk hung up → far end
+    assert [r.split(" ", 1)[0] for r in requests_received(call["caller"].agent)] == ["BYE"]
+    assert gap <= 40, f"far end heard {gap:.1f} ms of silence at the switch"
+    assert db.execute("SELECT outcome FROM handoff").fetchone()["outcome"] == "completed"
+    assert_nothing_left(stack)
+
+
+def test_given_a_handoff_when_the_mobile_declines_then_the_call_stays_on_the_desk(
+        stack, db, logdir):
+    setup_subscriber(db, stack, ring="desk")
+    register_desk(stack, logdir)
+    call = Call({"desk": desk("uas/desk_handoff.xml", pause_ms=1500, code="*55"),
+                 "mobile": mobile("uas/decline.xml", pause_ms=300),
+                 "caller": caller_waiting_for_bye(stack)})
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["desk"], "INVITE")
+        notify = wait_for(lambda: call["desk"].agent.received("NOTIFY"), 10, "NOTIFY")[0]
+        after = __import__("time").monotonic()
+        hears(call["caller"], call["desk"], after)
+        hears(call["desk"], call["caller"], after)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+    assert "SIP/2.0 603" in notify                                   # the desk learns why
+    assert call["caller"].agent.received("BYE")                      # the desk ended it later
+    assert db.execute("SELECT outcome FROM handoff").fetchone()["outcome"] == "declined"
+    assert_nothing_left(stack)
+
+
+def test_given_no_call_when_a_desk_dials_the_code_then_a_clear_refusal(stack, db, logdir):
+    setup_subscriber(db, stack)
+    p = take_back(stack, "uac/desk_rejected.xml")
+    try:
+        calls.sipp.run([p.agent], logdir, timeout=15)
+    finally:
+        p.probe.close()
+    assert p.agent.received("480")
+    assert "No Call" in p.agent.received("480")[0].split("\r\n", 1)[0]
+
+
+def test_given_a_call_on_one_subscribers_mobile_when_another_desk_dials_the_code_then_refused(
+        stack, db, logdir):
+    setup_subscriber(db, stack)
+    calls.add_subscriber(db, stack, "1002", "2125550102")
+    register_desk(stack, logdir)
+    call = Call({"desk": desk("uas/ring_cancel.xml"),
+                 "mobile": mobile("uas/answer.xml", pause_ms=300),
+                 "caller": trunk_caller(stack, hold_ms=4000)})
+    other = calls.party("other", "uac/desk_rejected.xml", calls.DESK_IPS[1], 5062,
+                        remote=f"{stack.proxy_address}:{stack.proxy_port}", dial="*55",
+                        caller="1002", caller_name="User 1002")
+    other.agent.extra += ["-au", "1002", "-ap", "secret1"]
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["mobile"], "INVITE")
+        hears(call["caller"], call["mobile"], since)
+        calls.sipp.run([other.agent], logdir, timeout=15)
+        after = __import__("time").monotonic()
+        hears(call["caller"], call["mobile"], after)                 # undisturbed
+        hears(call["mobile"], call["caller"], after)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+        other.probe.close()
+    assert other.agent.received("480")
+    assert requests_received(call["caller"].agent) == []
+    assert call["mobile"].agent.received("BYE")
+    assert_nothing_left(stack)

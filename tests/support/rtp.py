@@ -89,13 +89,13 @@ def media_address(sip_message: str) -> tuple[str, int]:
     return conn.group(1), int(media.group(1))
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition", poll: float = 0.005):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
 
 
