@@ -138,9 +138,7 @@ class HandoffRoutes:
                 pv("$hdr(Refer-To)"), self.cfg.handoff_code):
             return self.refer_to_mobile(call)
         if not call.handed_off:
-            if sender is Sender.FAR and call.near.call_id == call.call_id:
-                call.near.cseq = max(call.near.cseq, int(pv("$cs") or 0))
-                self.save_call(call)
+            self.track_d1(call, sender)
             if KSR.is_BYE():
                 if call.pending:
                     self.cancel_pending(call)
@@ -156,6 +154,20 @@ class HandoffRoutes:
         if sender is Sender.DEPARTED:
             return self.answer_locally(200, "OK")
         return self.answer_locally(481, "Call/Transaction Does Not Exist")
+
+    def track_d1(self, call: StitchedCall, sender: Sender) -> None:
+        """While the near end is still in D1: follow both sides' CSeqs (requests the proxy may
+        later send there must use higher ones) and whether the near end holds the far end."""
+        cseq = int(pv("$cs") or 0)
+        if sender is Sender.FAR and call.near.call_id == call.call_id:
+            call.near.cseq = max(call.near.cseq, cseq)
+        elif sender is Sender.NEAR and call.near.call_id == call.call_id:
+            call.d1_near_cseq = max(call.d1_near_cseq, cseq)
+            if KSR.is_INVITE() and KSR.textops.has_body_type("application/sdp") > 0:
+                call.far_held = model.is_hold(pv("$rb"))
+        else:
+            return
+        self.save_call(call)
 
     def answer_locally(self, code: int, reason: str, sdp: str = "") -> bool:
         KSR.tm.t_newtran()
@@ -185,9 +197,10 @@ class HandoffRoutes:
         near = call.near
         try:
             self.media().offer(call.call_id, call.far_tag, pv("$rb"),
-                               OfferOptions(extra={"to-tag": near.media_tag}, **MEDIA_FLAGS))
+                               OfferOptions(extra={"to-tag": near.media_tag},
+                                            port_latching=True, **MEDIA_FLAGS))
             answer = self.media().answer(call.call_id, call.far_tag, near.media_tag, near.sdp,
-                                         AnswerOptions(**MEDIA_FLAGS))
+                                         AnswerOptions(port_latching=True, **MEDIA_FLAGS))
         except RtpctlError as exc:
             KSR.err(f"re-INVITE of handed-off call {call.call_id}: {exc}\n")
             return self.answer_locally(500, "Media Server Error")
@@ -288,6 +301,8 @@ class HandoffRoutes:
         switch_ms = (time.perf_counter() - started) * 1000
         model.leave(call, mobile)
         self.notify_transfer(call, old, "SIP/2.0 200 OK")
+        if call.far_held:
+            self.resume_far_end(call)
         self.save_call(call)
         self.call_log.handoff_finished(pending.handoff_id, "completed", switch_ms, answered=True)
         KSR.info(f"handoff of {call.call_id} desk→mobile: media switched in {switch_ms:.2f} ms\n")
@@ -313,6 +328,29 @@ class HandoffRoutes:
         extra, body = model.refer_notify(status_line)
         headers = leg.next_request("NOTIFY", extra + f"Contact: <{self.leg_contact}>\r\n")
         KSR.tm.t_uac_send("NOTIFY", leg.contact, "", "", headers, body)
+
+    def resume_far_end(self, call: StitchedCall) -> None:
+        """The desk held the far end before it handed off: take the hold back, or the far end
+        would never send to the mobile. The one request a handoff can cost the far end, and
+        only in this case; its ports stay as they were."""
+        near = call.near
+        try:
+            offer = self.media().offer(call.call_id, near.media_tag, near.sdp,
+                                       OfferOptions(extra={"to-tag": call.far_tag},
+                                                    port_latching=True, **MEDIA_FLAGS))
+        except RtpctlError as exc:
+            KSR.err(f"resume of {call.call_id}: {exc}\n")
+            return
+        call.d1_near_cseq += 1
+        headers = (f"From: <{call.d1_near_uri}>;tag={call.d1_near_tag}\r\n"
+                   f"To: <{call.far_uri}>;tag={call.far_tag}\r\n"
+                   f"Call-ID: {call.call_id}\r\n"
+                   f"CSeq: {call.d1_near_cseq} INVITE\r\n"
+                   f"Max-Forwards: 70\r\n"
+                   f"Contact: <{self.leg_contact}>\r\n"
+                   f"Content-Type: application/sdp\r\n")
+        KSR.tm.t_uac_send("INVITE", call.far_contact, "", "", headers, offer.sdp)
+        call.far_held = False
 
     # ---- mobile → desk -----------------------------------------------------------------------
     def handoff_to_desk(self, extension: str) -> bool:

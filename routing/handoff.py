@@ -77,6 +77,7 @@ class StitchedCall:
     d1_near_uri: str = ""               # the original near end in D1: From of a BYE the proxy
     d1_near_tag: str = ""               # sends the far end when the dialog module cannot
     d1_near_cseq: int = 1
+    far_held: bool = False              # the near end last put the far end on hold
     handed_off: bool = False            # True once the proxy stands in for a departed device
     departed_tags: list[str] = field(default_factory=list)   # devices that left D1
     departed_legs: list[str] = field(default_factory=list)   # proxy legs that were left
@@ -179,6 +180,13 @@ def restrict_codecs(sdp: str, offered_by_device: str) -> str:
                 continue
         out.append(line)
     return "\r\n".join(out) + "\r\n"
+
+
+def is_hold(sdp: str) -> bool:
+    """Whether an offer puts the other side on hold (RFC 3264 sendonly/inactive, or the old
+    c=0.0.0.0 form)."""
+    return bool(re.search(r"^a=(sendonly|inactive)\s*$", sdp, re.M)
+                or re.search(r"^c=IN IP4 0\.0\.0\.0\s*$", sdp, re.M))
 
 
 def bump_origin_version(sdp: str) -> str:

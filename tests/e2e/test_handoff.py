@@ -186,3 +186,146 @@ def test_given_a_call_on_one_subscribers_mobile_when_another_desk_dials_the_code
     assert requests_received(call["caller"].agent) == []
     assert call["mobile"].agent.received("BYE")
     assert_nothing_left(stack)
+
+
+def test_given_one_call_when_handed_desk_mobile_desk_mobile_then_audio_follows_each_time(
+        stack, db, logdir):
+    setup_subscriber(db, stack, ring="desk")
+    register_desk(stack, logdir)
+    mob = mobile("uas/answer.xml", pause_ms=300)
+    mob.agent.calls = 2                                   # rung twice by the handoffs
+    call = Call({"desk": desk("uas/desk_handoff.xml", pause_ms=1500, code="*55"),
+                 "mobile": mob, "caller": trunk_caller(stack, hold_ms=16000)})
+    desk55 = take_back(stack, "uac/desk_call_then_handoff.xml", hold_ms=2000, code="*55")
+    gaps = []
+    try:
+        calls.start(call, logdir)
+        since = connect_media(call["caller"], "200", call["desk"], "INVITE")
+        hears(call["caller"], call["desk"], since)
+        hears(call["desk"], call["caller"], since)
+        # 1. desk → mobile
+        mob.probe.talk_to(*mob.media_from("INVITE", nth=1))
+        t1 = wait_for(lambda: call["caller"].probe.received_from(mob.probe), 10, "mobile")[0].at
+        hears(call["caller"], mob, t1)
+        hears(mob, call["caller"], t1)
+        gaps.append(switch_gap_ms(call["caller"].probe, call["desk"].probe, mob.probe))
+        # 2. mobile → desk
+        call.parties["desk55"] = desk55
+        calls.start(Call({"desk55": desk55}), logdir)
+        desk55.probe.talk_to(*desk55.media_from("200"))
+        t2 = wait_for(lambda: call["caller"].probe.received_from(desk55.probe), 10,
+                      "desk again")[0].at
+        hears(call["caller"], desk55, t2)
+        hears(desk55, call["caller"], t2)
+        gaps.append((t2 - max(a.at for a in call["caller"].probe.received_from(mob.probe)
+                              if a.at < t2)) * 1000)
+        # 3. desk → mobile again: the mobile is rung on a new leg
+        mob.probe.talk_to(*mob.media_from("INVITE", nth=2))
+        t3 = wait_for(lambda: [a for a in call["caller"].probe.received_from(mob.probe)
+                               if a.at > t2], 10, "mobile again")[0].at
+        hears(call["caller"], mob, t3)
+        hears(mob, call["caller"], t3)
+        calls.run(call, logdir, timeout=60)
+    finally:
+        call.close()
+    assert requests_received(call["caller"].agent) == []
+    assert all(g <= 40 for g in gaps), gaps
+    rows = db.execute("SELECT from_device, to_device, outcome FROM handoff ORDER BY id").fetchall()
+    assert [(r["from_device"], r["to_device"], r["outcome"]) for r in rows] == [
+        ("desk", "mobile", "completed"), ("mobile", "desk", "completed"),
+        ("desk", "mobile", "completed")]
+    assert_nothing_left(stack)
+
+
+def test_given_a_call_the_desk_placed_when_it_hands_off_then_the_mobile_takes_it(
+        stack, db, logdir):
+    setup_subscriber(db, stack, ring="desk")
+    register_desk(stack, logdir)
+    trunk = calls.party("trunk", "uas/answer_then_hang_up.xml", calls.TRUNK_IP,
+                        calls.MOBILE_PORT, listens=True, pause_ms=200)
+    trunk.probe.close()
+    trunk.agent.calls = 2
+    port = trunk.agent.keys["rtp_port"] = "4930"
+    far, mob = calls.RtpProbe(calls.TRUNK_IP, int(port + "1")), \
+        calls.RtpProbe(calls.TRUNK_IP, int(port + "2"))
+    desk_out = take_back(stack, "uac/desk_call_then_handoff.xml", hold_ms=2000, code="*55",
+                         port=5061)
+    desk_out.agent.keys["dial"] = "3125550188"
+    call = Call({"trunk": calls.Party(trunk.agent, far), "desk": desk_out})
+    try:
+        calls.start(call, logdir)
+        far.talk_to(*call["trunk"].media_from("INVITE", nth=1))
+        desk_out.probe.talk_to(*desk_out.media_from("200"))
+        since = __import__("time").monotonic()
+        wait_for(lambda: len(far.received_from(desk_out.probe, since)) > 25, 10, "far←desk")
+        wait_for(lambda: len(desk_out.probe.received_from(far, since)) > 25, 10, "desk←far")
+        mob.talk_to(*call["trunk"].media_from("INVITE", nth=2))
+        t1 = wait_for(lambda: far.received_from(mob), 10, "far end to hear the mobile")[0].at
+        wait_for(lambda: len(far.received_from(mob, t1)) > 25, 10, "far←mobile")
+        wait_for(lambda: len(mob.received_from(far, t1)) > 25, 10, "mobile←far")
+        gap = switch_gap_ms(far, desk_out.probe, mob)
+        calls.run(call, logdir, timeout=30)
+    finally:
+        call.close()
+        mob.close()
+    second = call["trunk"].agent.received("INVITE")[1]
+    assert second.startswith(f"INVITE sip:{SUB_TWIN}@")
+    assert "3125550188" in second.split("\r\n\r\n")[0]            # the mobile sees the far end
+    assert gap <= 40, gap
+    assert_nothing_left(stack)
+
+
+def test_given_the_desk_held_the_call_when_it_hands_off_then_two_way_audio_on_the_mobile(
+        stack, db, logdir):
+    setup_subscriber(db, stack, ring="desk")
+    register_desk(stack, logdir)
+    caller = calls.party("caller", "uac/call_held.xml", calls.TRUNK_IP, calls.CALLER_PORT,
+                         remote=f"{stack.proxy_address}:{stack.proxy_port}", dial=calls.SUB_DID,
+                         caller=CALLER_NUM, caller_name=calls.CALLER_NAME, pause_ms=3000)
+    call = Call({"desk": desk("uas/desk_hold_handoff.xml", pause_ms=1500, code="*55"),
+                 "mobile": mobile("uas/answer.xml", pause_ms=300), "caller": caller})
+    try:
+        calls.start(call, logdir)
+        connect_media(call["caller"], "200", call["desk"], "INVITE")
+        call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
+        resume = wait_for(lambda: len(caller.agent.received("INVITE")) >= 2 and
+                          caller.agent.received("INVITE")[1], 15, "the resume re-INVITE")
+        after = __import__("time").monotonic()
+        hears(caller, call["mobile"], after)
+        hears(call["mobile"], caller, after)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+    hold = caller.agent.received("INVITE")[0]
+    assert "a=sendonly" in hold
+    assert "a=sendrecv" in resume or "a=send" not in resume          # taken off hold
+    first_port = calls.media_address(call["caller"].agent.received("200")[0])
+    assert calls.media_address(resume) == first_port                 # same rtpengine port
+    assert_nothing_left(stack)
+
+
+def test_given_a_handed_off_call_when_the_far_end_refreshes_then_it_is_answered_and_audio_flows(
+        stack, db, logdir):
+    setup_subscriber(db, stack, ring="desk")
+    register_desk(stack, logdir)
+    caller = calls.party("caller", "uac/call_reinvite.xml", calls.TRUNK_IP, calls.CALLER_PORT,
+                         remote=f"{stack.proxy_address}:{stack.proxy_port}", dial=calls.SUB_DID,
+                         caller=CALLER_NUM, caller_name=calls.CALLER_NAME, pause_ms=4500)
+    call = Call({"desk": desk("uas/desk_handoff.xml", pause_ms=1000, code="*55"),
+                 "mobile": mobile("uas/answer.xml", pause_ms=300), "caller": caller})
+    try:
+        calls.start(call, logdir)
+        connect_media(call["caller"], "200", call["desk"], "INVITE")
+        call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
+        wait_for(lambda: len(caller.agent.received("200")) >= 2, 15, "the re-INVITE's 200")
+        after = __import__("time").monotonic()
+        hears(caller, call["mobile"], after)
+        hears(call["mobile"], caller, after)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+    first, refreshed = caller.agent.received("200")[:2]
+    assert calls.media_address(refreshed) == calls.media_address(first)
+    assert requests_received(caller.agent) == []
+    assert call["mobile"].agent.received("BYE")
+    assert_nothing_left(stack)

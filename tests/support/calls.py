@@ -14,7 +14,7 @@ from twinctl.commands import twin as twin_cmd
 
 from . import sipp
 from .agents import DESK_IPS, TRUNK_IP, VOICEMAIL_IP, add_subscriber
-from .rtp import RtpProbe, media_address, wait_for
+from .rtp import RtpProbe, media_address, wait_for  # noqa: F401 (re-exported for tests)
 
 SUB_EXT, SUB_DID, SUB_TWIN = "1001", "+12125550101", "+19175550123"
 CALLER_NUM, CALLER_NAME = "3125550199", "Carol Caller"
