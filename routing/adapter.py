@@ -18,7 +18,7 @@ from . import decisions as rules
 from .adapter_handoff import HandoffRoutes
 from .decisions import Dialled, Subscriber
 from .handoff import LEG_PREFIX
-from .store import CallLog, StoreUnavailable, SubscriberStore
+from .store import CallLog, CallState, StoreUnavailable, SubscriberStore
 
 NEXT = True
 DONE = False
@@ -81,6 +81,7 @@ class Handler(HandoffRoutes):
         # Each worker its own connection, made after the fork (lazily on first use).
         self.store = SubscriberStore(self.cfg.dsn(), self.cfg.statement_timeout_ms)
         self.call_log = CallLog(self.store)
+        self.call_state = CallState(self.store)
         return 0
 
     # ---- request route ---------------------------------------------------------------------

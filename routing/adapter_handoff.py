@@ -68,25 +68,34 @@ class HandoffRoutes:
         return StitchedCall.from_json(raw) if raw else None
 
     def save_call(self, call: StitchedCall) -> None:
-        KSR.htable.sht_sets(HT, f"c:{call.call_id}", call.to_json())
-        KSR.htable.sht_sets(HT, f"s:{call.extension}:{call.near.device}", call.call_id)
-        other = "desk" if call.near.device == "mobile" else "mobile"
-        if _ht_get(f"s:{call.extension}:{other}") == call.call_id:
-            KSR.htable.sht_rm(HT, f"s:{call.extension}:{other}")
+        """Shared memory first (every worker sees it at once), then PostgreSQL (a restarted
+        proxy loads it back), in one round trip."""
+        values = {f"c:{call.call_id}": call.to_json(),
+                  f"s:{call.extension}:{call.near.device}": call.call_id}
         if call.near.call_id != call.call_id:
-            KSR.htable.sht_sets(HT, f"l:{call.near.call_id}", call.call_id)
+            values[f"l:{call.near.call_id}"] = call.call_id
         if call.pending:
-            KSR.htable.sht_sets(HT, f"l:{call.pending.leg_call_id}", call.call_id)
+            values[f"l:{call.pending.leg_call_id}"] = call.call_id
+        other = f"s:{call.extension}:{'desk' if call.near.device == 'mobile' else 'mobile'}"
+        gone = [other] if _ht_get(other) == call.call_id else []
+        for key, value in values.items():
+            KSR.htable.sht_sets(HT, key, value)
+        for key in gone:
+            KSR.htable.sht_rm(HT, key)
+        self.call_state.write(values, gone)
 
     def drop_call(self, call: StitchedCall, outcome: str) -> None:
+        gone = [f"c:{call.call_id}"]
         for leg_id in [call.near.call_id, *call.departed_legs,
                        *([call.pending.leg_call_id] if call.pending else [])]:
             if leg_id != call.call_id:
-                KSR.htable.sht_rm(HT, f"l:{leg_id}")
+                gone.append(f"l:{leg_id}")
         for device in ("desk", "mobile"):
             if _ht_get(f"s:{call.extension}:{device}") == call.call_id:
-                KSR.htable.sht_rm(HT, f"s:{call.extension}:{device}")
-        KSR.htable.sht_rm(HT, f"c:{call.call_id}")
+                gone.append(f"s:{call.extension}:{device}")
+        for key in gone:
+            KSR.htable.sht_rm(HT, key)
+        self.call_state.write({}, gone)
         self.call_log.ended(call.call_id, outcome)
 
     # ---- a call is answered: remember it, so it can be handed off ---------------------------
@@ -315,6 +324,7 @@ class HandoffRoutes:
             KSR.err(f"handoff clean-up for {call.call_id}: {exc}\n")
         call.pending = None
         KSR.htable.sht_rm(HT, f"l:{pending.leg_call_id}")
+        self.call_state.write({}, [f"l:{pending.leg_call_id}"])
         self.notify_transfer(call, call.near, f"SIP/2.0 {code} {reason or 'Failed'}")
         self.save_call(call)
         self.call_log.handoff_finished(pending.handoff_id, _outcome(code))

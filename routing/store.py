@@ -135,6 +135,20 @@ class SubscriberStore:
         return bool(rows)
 
 
+class CallState:
+    """Durable copy of the shared-memory call state (see migration 0004)."""
+
+    def __init__(self, store: SubscriberStore):
+        self.store = store
+
+    def write(self, values: dict[str, str], gone: list[str]) -> None:
+        try:
+            self.store._query("SELECT twinning_save_state(%s, %s, %s)",
+                              (list(values), list(values.values()), gone))
+        except StoreUnavailable as exc:
+            log.warning("call state write failed (kept in memory only): %s", exc)
+
+
 class CallLog:
     """The call and handoff log in PostgreSQL. A failed write is logged and forgotten: the
     log must never cost a call."""

@@ -416,6 +416,17 @@ def down(cfg: SiteConfig, log=print) -> None:
         log("stopped PostgreSQL")
 
 
+def restart_kamailio(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> None:
+    """Restart the proxy alone: PostgreSQL and rtpengine (and so every call's media) stay up.
+    Registrations, dialogs and the handoff state come back from the database."""
+    paths = Paths(cfg)
+    kam = Kamailio(cfg, paths, kamailio_cfg)
+    if kam.stop():
+        log("stopped Kamailio")
+    kam.start()
+    log(f"started Kamailio on {cfg.proxy_address}:{cfg.proxy_port}")
+
+
 def health(cfg: SiteConfig) -> list[Health]:
     version = sql_ping(cfg)
     options = sip_options(cfg)

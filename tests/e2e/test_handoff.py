@@ -329,3 +329,27 @@ def test_given_a_handed_off_call_when_the_far_end_refreshes_then_it_is_answered_
     assert requests_received(caller.agent) == []
     assert call["mobile"].agent.received("BYE")
     assert_nothing_left(stack)
+
+
+def test_given_a_handed_off_call_when_kamailio_restarts_then_either_side_can_still_hang_up(
+        stack, db, logdir):
+    from twinctl import stack as stack_mod
+    setup_subscriber(db, stack, ring="desk")
+    register_desk(stack, logdir)
+    call = Call({"desk": desk("uas/desk_handoff.xml", pause_ms=1000, code="*55"),
+                 "mobile": mobile("uas/answer.xml", pause_ms=200),
+                 "caller": trunk_caller(stack, hold_ms=12000)})
+    try:
+        calls.start(call, logdir)
+        connect_media(call["caller"], "200", call["desk"], "INVITE")
+        call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
+        wait_for(lambda: call["desk"].agent.proc.poll() is not None, 15, "the desk to leave")
+        stack_mod.restart_kamailio(stack, log=lambda *_: None)
+        after = __import__("time").monotonic()
+        hears(call["caller"], call["mobile"], after)          # media never depended on it
+        calls.run(call, logdir)                               # far end hangs up after restart
+    finally:
+        call.close()
+    assert call["mobile"].agent.received("BYE")
+    assert requests_received(call["caller"].agent) == []
+    assert_nothing_left(stack)

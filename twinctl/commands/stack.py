@@ -34,3 +34,9 @@ def health_cli(as_json: bool = output.JsonOption) -> None:
     """Check that each service answers (SQL, ng ping, SIP OPTIONS); exit 1 if one does not."""
     if not _report(stack.health(context.config()), as_json):
         raise typer.Exit(1)
+
+
+@app.command("restart")
+def restart_cli() -> None:
+    """Restart Kamailio only (new routing code or cfg); calls in progress keep their media."""
+    stack.restart_kamailio(context.config(), log=output.info)
