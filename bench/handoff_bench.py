@@ -58,7 +58,7 @@ def lost_in(arrivals, window_start: float, window: float = 1.0) -> int:
 def desk_to_mobile(cfg, logdir: Path) -> dict:
     call = Call({"desk": desk("uas/desk_handoff.xml", pause_ms=700, code="*55"),
                  "mobile": mobile("uas/answer.xml", pause_ms=100),
-                 "caller": calls.trunk_caller(cfg, hold_ms=2600)})
+                 "caller": calls.trunk_caller(cfg, hold_ms=4000)})
     try:
         sipp.start(call.agents(), logdir)
         connect_media(call["caller"], "200", call["desk"], "INVITE")
