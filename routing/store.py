@@ -46,6 +46,7 @@ class SubscriberStore:
         self.conn: Optional[psycopg.Connection] = None
         self.by_key: dict[str, Optional[Subscriber]] = {}
         self.filled_at = 0.0
+        self.changed = False        # a change notification arrived since the last lookup
         self.round_trips = 0        # counted for the benchmarks and the notes
 
     # ---- connection --------------------------------------------------------------------------
@@ -55,6 +56,9 @@ class SubscriberStore:
         self.by_key.clear()          # what changed while we were away is unknown
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
+            # Notifications that arrive while psycopg runs another query (a call-log write)
+            # are consumed by psycopg itself and reach us only through a handler.
+            conn.add_notify_handler(self._on_notify)
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
             conn.execute(f"LISTEN {CHANNEL}")
         except psycopg.Error as exc:
@@ -64,6 +68,9 @@ class SubscriberStore:
         self.conn = conn
         self.filled_at = self.clock()
         return conn
+
+    def _on_notify(self, _notify) -> None:
+        self.changed = True
 
     def _drain_notifications(self) -> None:
         """Empty the cache if anything changed; never blocks."""
@@ -76,12 +83,12 @@ class SubscriberStore:
         except psycopg.Error:
             self.close()
             return
-        changed = False
         while pgconn.notifies() is not None:
-            changed = True
-        if changed or self.clock() - self.filled_at > MAX_AGE:
+            self.changed = True
+        if self.changed or self.clock() - self.filled_at > MAX_AGE:
             self.by_key.clear()
             self.filled_at = self.clock()
+            self.changed = False
 
     def close(self) -> None:
         if self.conn is not None:

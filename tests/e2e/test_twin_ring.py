@@ -265,3 +265,31 @@ def test_given_a_desk_when_it_dials_emergency_then_it_always_goes_out(stack, db,
         call.close()
     assert call["psap"].agent.received("INVITE")[0].startswith(f"INVITE sip:{dial}@127.0.1.2")
     assert_nothing_left(stack)
+
+
+def test_given_a_worker_that_wrote_the_call_log_when_twinctl_changes_the_status_then_it_follows(
+        stack, db, logdir):
+    """Regression: a change notification that arrived while a worker was writing the call log
+    was swallowed by psycopg, and that worker kept routing with the old status."""
+    setup_subscriber(db, stack, ring="desk")
+    register_desk(stack, logdir)
+    for round_ in range(1, 3 * stack.children):          # every worker answers some calls
+        call = Call({"desk": desk(pause_ms=50), "caller": trunk_caller(stack, hold_ms=50)})
+        try:
+            calls.start(call, logdir / f"warm{round_}")
+            calls.run(call, logdir)
+        finally:
+            call.close()
+    status_cmd.edit_status(db, "1001", "In Office", "ring-group", "desk,mobile")
+    for round_ in range(1, 2 * stack.children):
+        sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
+        call = Call({"desk": desk(pause_ms=50), "caller": trunk_caller(stack, hold_ms=50)})
+        try:
+            calls.start(call, logdir / f"after{round_}")
+            calls.run(call, logdir)
+        finally:
+            call.close()
+            rung = [m for m in sink.messages() if m.startswith("INVITE")]
+            sink.close()
+        assert rung, f"call {round_} after the change did not ring the mobile"
+    assert_nothing_left(stack)

@@ -17,10 +17,11 @@ PTIME = 0.020
 
 @dataclass(frozen=True)
 class Arrival:
-    at: float
+    at: float                   # time.monotonic()
     ssrc: int
     seq: int
     source: tuple[str, int]
+    wall: float = 0.0           # time.time(), to compare with SIPp's trace timestamps
 
 
 class RtpProbe:
@@ -68,7 +69,8 @@ class RtpProbe:
             if len(data) >= RTP.size and data[0] >> 6 == 2:
                 _, _, seq, _, ssrc = RTP.unpack_from(data)
                 with self._lock:
-                    self.arrivals.append(Arrival(time.monotonic(), ssrc, seq, source))
+                    self.arrivals.append(Arrival(time.monotonic(), ssrc, seq, source,
+                                                 time.time()))
 
     def received_from(self, other: "RtpProbe", since: float = 0.0) -> list[Arrival]:
         with self._lock:

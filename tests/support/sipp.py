@@ -7,6 +7,7 @@ so a failing test shows what was on the wire.
 """
 from __future__ import annotations
 
+import datetime
 import errno
 import os
 import re
@@ -66,6 +67,22 @@ class Agent:
         path = self.logdir / f"{self.name}.msg" if self.logdir else None
         return path.read_text(errors="replace") if path and path.exists() else ""
 
+    def sent_at(self, method_or_code: str, direction: str = "sent") -> list[float]:
+        """Epoch times (from the trace's own timestamps) of the messages this agent sent (or
+        received) whose first line starts with the given method or status code."""
+        out = []
+        for block in re.split(r"\n(?=-{20,} \d{4}-)", "\n" + self.messages):
+            head, _, body = block.partition("\n\n")
+            stamp = re.search(r"-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)", head)
+            if not stamp or f"message {direction}" not in head:
+                continue
+            first = body.lstrip("\n").split("\n", 1)[0]
+            if first.startswith(method_or_code + " ") or \
+                    first.startswith("SIP/2.0 " + method_or_code):
+                when = datetime.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S.%f")
+                out.append(when.timestamp())
+        return out
+
     def received(self, method_or_code: str) -> list[str]:
         """The SIP messages this agent received whose first line starts with the given text
         (a method such as "INVITE", or a status code such as "180")."""
@@ -112,6 +129,8 @@ def start(agents: list[Agent], logdir: Path) -> None:
     logdir.mkdir(parents=True, exist_ok=True)
     for agent in agents:
         agent.logdir = logdir
+        for suffix in ("msg", "err", "screen"):     # SIPp appends: never read an old run's
+            (logdir / f"{agent.name}.{suffix}").unlink(missing_ok=True)
         with open(logdir / f"{agent.name}.log", "wb") as log:
             agent.proc = subprocess.Popen(agent.command(logdir), stdin=subprocess.DEVNULL,
                                           stdout=log, stderr=subprocess.STDOUT,
