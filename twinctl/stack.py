@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from . import migrate as migrations
@@ -231,26 +232,25 @@ class Postgres:
              "starting PostgreSQL")
 
     def ensure_database(self) -> None:
-        """The cluster's superuser owns the app role and database; created once."""
+        """The application role and database, created once by the cluster's superuser (whose
+        password initdb set to the same generated secret). Identifiers via psycopg.sql."""
         password = self.cfg.db_password_file.read_text().strip()
-        env = dict(os.environ, PGPASSWORD=password)
-        conninfo = ["-h", self.cfg.db_host, "-p", str(self.cfg.db_port), "-U", "postgres"]
-        psql = [str(PG_BIN.parent / "bin" / "psql") if (PG_BIN / "psql").exists()
-                else "psql", *conninfo, "-v", "ON_ERROR_STOP=1", "-tAq"]
-        exists = _run(psql + ["-d", "postgres", "-c",
-                              f"SELECT 1 FROM pg_roles WHERE rolname = '{self.cfg.db_user}'"],
-                      "checking the database role", env=env).stdout.strip()
-        if not exists:
-            _run(psql + ["-d", "postgres", "-c",
-                         f"CREATE ROLE \"{self.cfg.db_user}\" LOGIN PASSWORD '{password}'"],
-                 "creating the database role", env=env)
-        has_db = _run(psql + ["-d", "postgres", "-c",
-                              f"SELECT 1 FROM pg_database WHERE datname = '{self.cfg.db_name}'"],
-                      "checking the database", env=env).stdout.strip()
-        if not has_db:
-            _run(psql + ["-d", "postgres", "-c",
-                         f"CREATE DATABASE \"{self.cfg.db_name}\" OWNER \"{self.cfg.db_user}\""],
-                 "creating the database", env=env)
+        admin = (f"host={self.cfg.db_host} port={self.cfg.db_port} dbname=postgres "
+                 f"user=postgres password={password} connect_timeout=5")
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                role = sql.Identifier(self.cfg.db_user)
+                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                    (self.cfg.db_user,)).fetchone():
+                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        role, sql.Literal(password)))
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                    (self.cfg.db_name,)).fetchone():
+                    conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(self.cfg.db_name), role))
+        except psycopg.Error as exc:
+            raise TwinctlError(f"preparing the database: {str(exc).strip().splitlines()[0]}") \
+                from None
 
     def stop(self) -> bool:
         if not self.initialised() or not self.running():
