@@ -56,9 +56,9 @@ def lost_in(arrivals, window_start: float, window: float = 1.0) -> int:
 
 
 def desk_to_mobile(cfg, logdir: Path) -> dict:
-    call = Call({"desk": desk("uas/desk_handoff.xml", pause_ms=700, code="*55"),
+    call = Call({"desk": desk("uas/desk_handoff.xml", pause_ms=500, code="*55"),
                  "mobile": mobile("uas/answer.xml", pause_ms=100),
-                 "caller": calls.trunk_caller(cfg, hold_ms=4000)})
+                 "caller": calls.trunk_caller(cfg, hold_ms=2600)})
     try:
         sipp.start(call.agents(), logdir)
         connect_media(call["caller"], "200", call["desk"], "INVITE")
@@ -88,7 +88,7 @@ def mobile_to_desk(cfg, logdir: Path) -> dict:
                                        caller_name=calls.CALLER_NAME)})
     desk55 = calls.party("desk55", "uac/desk_call.xml", calls.DESK_IPS[0], 5063,
                          remote=f"{cfg.proxy_address}:{cfg.proxy_port}", dial="*55",
-                         caller="1001", caller_name="User 1001", pause_ms=1300)
+                         caller="1001", caller_name="User 1001", pause_ms=1200)
     desk55.agent.extra += ["-au", "1001", "-ap", "secret1"]
     try:
         sipp.start(call.agents(), logdir)

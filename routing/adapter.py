@@ -37,6 +37,7 @@ AVP_VMBOX = "$avp(tw_vmbox)"
 AVP_CALLER_NUM = "$avp(tw_caller_num)"
 AVP_CALLER_NAME = "$avp(tw_caller_name)"
 AVP_KIND = "$avp(tw_kind)"          # twin | outbound
+FLB_MOBILE = 1                      # branch flag: this branch is the twin leg
 AVP_SUB_ID = "$avp(tw_sub_id)"
 AVP_CONTACT = "$avp(tw_contact)"    # the INVITE's Contact URI
 
@@ -269,6 +270,7 @@ class Handler(HandoffRoutes):
             return self.to_voicemail(sub.voicemail_box, sub.did, "unavailable")
         KSR.tm.t_set_disable_6xx(1)          # a decline on the mobile must not stop the desk
         KSR.tm.t_set_fr(decision.timeout * 1000, 0)
+        KSR.tm.t_on_branch_failure("ksr_branch_failure_twin")
         return self.relay("ksr_failure_twin")
 
     def remember_call(self, sub: Subscriber, caller_num: str, caller_name: str,
@@ -327,6 +329,7 @@ class Handler(HandoffRoutes):
             if pv("$fU") != number:
                 display = f'"{name}"' if name else ""
                 KSR.uac.uac_replace_from(display, f"sip:{number}@{self.realm}")
+            KSR.setbflag(FLB_MOBILE)
         if KSR.textops.has_body_type("application/sdp") > 0:
             if KSR.rtpengine.rtpengine_offer(RTP_BRANCH) < 0:
                 KSR.xlog.xlog("L_ERR", "rtpengine offer failed for branch $T_branch_idx\n")
@@ -351,6 +354,23 @@ class Handler(HandoffRoutes):
     def ksr_reply_indialog(self, msg) -> int:
         if KSR.textops.has_body_type("application/sdp") > 0:
             KSR.rtpengine.rtpengine_answer(RTP_COMMON)
+        return 1
+
+    @guarded
+    def ksr_branch_failure_twin(self, msg) -> int:
+        """The twin leg failed on one gateway (5xx, 408) while the desk may still ring: try
+        the next gateway of the set for the mobile alone."""
+        code = int(pv("$T_reply_code") or 0)
+        if not KSR.isbflagset(FLB_MOBILE) or not (code >= 500 or code == 408) \
+                or KSR.tm.t_is_canceled() > 0:
+            return 1
+        KSR.pv.sets("$ru", f"sip:{pv(AVP_TWIN)}@{self.realm}")
+        if KSR.dispatcher.ds_next_domain() < 0:
+            return 1
+        KSR.xlog.xlog("L_INFO", f"twin leg failed with {code}: next gateway $ru\n")
+        KSR.tm.t_on_branch("ksr_branch_media")
+        KSR.tm.t_on_branch_failure("ksr_branch_failure_twin")
+        KSR.tm.t_relay()
         return 1
 
     @guarded

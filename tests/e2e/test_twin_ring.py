@@ -293,3 +293,33 @@ def test_given_a_worker_that_wrote_the_call_log_when_twinctl_changes_the_status_
             sink.close()
         assert rung, f"call {round_} after the change did not ring the mobile"
     assert_nothing_left(stack)
+
+
+def test_given_the_first_gateway_fails_the_twin_leg_then_the_next_one_carries_it(
+        stack, db, logdir):
+    from twinctl import rpc
+    from twinctl.commands import trunk as trunk_cmd
+    setup_subscriber(db, stack)
+    register_desk(stack, logdir)
+    trunk_cmd.add_trunk(db, stack, "first", "127.0.1.12:5060", priority=10)
+    rpc.call(stack, "dispatcher.reload")
+    try:
+        bad = calls.party("bad-gw", "uas/unavailable.xml", "127.0.1.12", 5060, listens=True,
+                          pause_ms=100)
+        call = Call({"gw1": bad, "desk": desk("uas/ring_cancel.xml"),
+                     "mobile": mobile("uas/answer.xml", pause_ms=300),
+                     "caller": trunk_caller(stack, hold_ms=1500)})
+        try:
+            calls.start(call, logdir)
+            since = connect_media(call["caller"], "200", call["mobile"], "INVITE")
+            calls.run(call, logdir)
+            assert_two_way(call["caller"].probe, call["mobile"].probe, since, minimum=15)
+        finally:
+            call.close()
+        assert bad.agent.received("INVITE")[0].startswith(f"INVITE sip:{SUB_TWIN}@127.0.1.12")
+        assert call["mobile"].agent.received("INVITE")[0].startswith(f"INVITE sip:{SUB_TWIN}@")
+        assert COMPLETED_ELSEWHERE in call["desk"].agent.received("CANCEL")[0]
+    finally:
+        trunk_cmd.remove_trunk(db, "first")
+        rpc.call(stack, "dispatcher.reload")
+    assert_nothing_left(stack)

@@ -35,9 +35,12 @@ def resolve(host_port: str) -> HostPort:
     return HostPort(str(ip), hp.port)
 
 
-def add_trunk(conn: psycopg.Connection, cfg: SiteConfig, name: str, host_port: str) -> dict:
+def add_trunk(conn: psycopg.Connection, cfg: SiteConfig, name: str, host_port: str,
+              priority: int = 0) -> dict:
     if not _NAME.match(name):
         raise TwinctlError("trunk name: 1-32 of letters, digits, '.', '_', '-'")
+    if not 0 <= priority <= 1000:
+        raise TwinctlError(f"priority must be 0..1000, got {priority}")
     hp = resolve(host_port)
     if conn.execute("SELECT 1 FROM trunk WHERE name = %s", (name,)).fetchone():
         raise Conflict(f"trunk {name} already exists")
@@ -46,14 +49,14 @@ def add_trunk(conn: psycopg.Connection, cfg: SiteConfig, name: str, host_port: s
     if clash:
         raise Conflict(f"{hp} is already trunk {clash['name']}")
     return conn.execute(
-        "INSERT INTO trunk (name, host, port, dispatcher_set, address_group)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING name, host(host) AS host, port",
-        (name, hp.host, hp.port, cfg.dispatcher_set, cfg.trusted_group)).fetchone()
+        "INSERT INTO trunk (name, host, port, priority, dispatcher_set, address_group)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING name, host(host) AS host, port, priority",
+        (name, hp.host, hp.port, priority, cfg.dispatcher_set, cfg.trusted_group)).fetchone()
 
 
 def list_trunks(conn: psycopg.Connection) -> list[dict]:
-    return conn.execute("SELECT name, host(host) AS host, port, dispatcher_set, address_group"
-                        " FROM trunk ORDER BY name").fetchall()
+    return conn.execute("SELECT name, host(host) AS host, port, priority, dispatcher_set,"
+                        " address_group FROM trunk ORDER BY priority DESC, name").fetchall()
 
 
 def remove_trunk(conn: psycopg.Connection, name: str) -> None:
@@ -74,11 +77,13 @@ def reload_kamailio(cfg: SiteConfig) -> None:
 
 @app.command("add")
 def add_cli(name: str, host: str = typer.Argument(..., metavar="HOST[:PORT]"),
+            priority: int = typer.Option(0, "--priority",
+                                         help="Higher is tried first; 5xx/408 fail over."),
             as_json: bool = output.JsonOption) -> None:
     """Add a carrier gateway."""
     cfg = context.config()
     with connect(cfg) as conn:
-        row = add_trunk(conn, cfg, name, host)
+        row = add_trunk(conn, cfg, name, host, priority)
     reload_kamailio(cfg)
     if as_json:
         output.record(row, True)
@@ -90,7 +95,7 @@ def add_cli(name: str, host: str = typer.Argument(..., metavar="HOST[:PORT]"),
 def list_cli(as_json: bool = output.JsonOption) -> None:
     """List carrier gateways."""
     with connect(context.config()) as conn:
-        output.table(list_trunks(conn), ("name", "host", "port"), as_json)
+        output.table(list_trunks(conn), ("name", "host", "port", "priority"), as_json)
 
 
 @app.command("remove")
