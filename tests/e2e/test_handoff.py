@@ -1,6 +1,10 @@
 """Handoff on the wire: the far end stays, the near end swaps."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from tests.support import calls
@@ -10,6 +14,13 @@ from tests.support.calls import (CALLER_NUM, SUB_TWIN, Call, assert_nothing_left
 from tests.support.rtp import assert_two_way, wait_for
 
 pytestmark = pytest.mark.e2e
+
+def twinctl_out(*args) -> str:
+    res = subprocess.run([sys.executable, "-m", "twinctl.main", *args], capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
 
 REQUESTS = ("INVITE", "REFER", "UPDATE", "BYE", "NOTIFY", "OPTIONS", "INFO")
 
@@ -68,6 +79,14 @@ def test_given_a_call_answered_on_the_desk_when_it_hands_off_then_it_continues_o
     assert row["outcome"] == "completed" and (row["from_device"], row["to_device"]) == (
         "desk", "mobile")
     assert db.execute("SELECT count(*) AS n FROM call WHERE ended_at IS NULL").fetchone()["n"] == 0
+    # …and the operator sees it: twinctl calls list / show.
+    call_id = db.execute("SELECT call_id FROM call").fetchone()["call_id"]
+    listed = json.loads(twinctl_out("calls", "list", "--json"))
+    assert [c["call_id"] for c in listed] == [call_id] and listed[0]["handoffs"] == 1
+    shown = json.loads(twinctl_out("calls", "show", call_id, "--json"))
+    assert shown["answered_by"] == "desk" and shown["ended_at"]
+    assert [(h["from_device"], h["to_device"], h["outcome"]) for h in shown["handoffs"]] == [
+        ("desk", "mobile", "completed")]
     assert_nothing_left(stack)
 
 
