@@ -81,11 +81,7 @@ def desk_to_mobile(cfg, logdir: Path) -> dict:
 def mobile_to_desk(cfg, logdir: Path) -> dict:
     call = Call({"desk": desk("uas/ring_cancel.xml"),
                  "mobile": mobile("uas/answer.xml", pause_ms=100),
-                 "caller": calls.party("caller", "uac/call_wait_bye.xml", calls.TRUNK_IP,
-                                       calls.CALLER_PORT,
-                                       remote=f"{cfg.proxy_address}:{cfg.proxy_port}",
-                                       dial=calls.SUB_DID, caller=calls.CALLER_NUM,
-                                       caller_name=calls.CALLER_NAME)})
+                 "caller": calls.trunk_caller(cfg, scenario="uac/call_wait_bye.xml")})
     desk55 = calls.party("desk55", "uac/desk_call.xml", calls.DESK_IPS[0], 5063,
                          remote=f"{cfg.proxy_address}:{cfg.proxy_port}", dial="*55",
                          caller="1001", caller_name="User 1001", pause_ms=1200)

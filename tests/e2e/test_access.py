@@ -5,7 +5,7 @@ import pytest
 
 from tests.support import calls
 from tests.support.agents import STRANGER_IP, TRUNK_IP
-from tests.support.calls import SUB_DID, setup_subscriber
+from tests.support.calls import setup_subscriber
 from twinctl import stack as stack_mod
 
 pytestmark = pytest.mark.e2e

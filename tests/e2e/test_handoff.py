@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -100,9 +101,7 @@ def take_back(cfg, scenario="uac/desk_call.xml", hold_ms=3000, port=5063, **keys
 
 
 def caller_waiting_for_bye(cfg) -> calls.Party:
-    return calls.party("caller", "uac/call_wait_bye.xml", calls.TRUNK_IP, calls.CALLER_PORT,
-                       remote=f"{cfg.proxy_address}:{cfg.proxy_port}", dial=calls.SUB_DID,
-                       caller=CALLER_NUM, caller_name=calls.CALLER_NAME)
+    return trunk_caller(cfg, scenario="uac/call_wait_bye.xml")
 
 
 def hears(listener, speaker, since=0.0, packets=25):
@@ -152,9 +151,9 @@ def test_given_a_handoff_when_the_mobile_declines_then_the_call_stays_on_the_des
                  "caller": caller_waiting_for_bye(stack)})
     try:
         calls.start(call, logdir)
-        since = connect_media(call["caller"], "200", call["desk"], "INVITE")
+        connect_media(call["caller"], "200", call["desk"], "INVITE")
         notify = wait_for(lambda: call["desk"].agent.received("NOTIFY"), 10, "NOTIFY")[0]
-        after = __import__("time").monotonic()
+        after = time.monotonic()
         hears(call["caller"], call["desk"], after)
         hears(call["desk"], call["caller"], after)
         calls.run(call, logdir)
@@ -194,7 +193,7 @@ def test_given_a_call_on_one_subscribers_mobile_when_another_desk_dials_the_code
         since = connect_media(call["caller"], "200", call["mobile"], "INVITE")
         hears(call["caller"], call["mobile"], since)
         calls.sipp.run([other.agent], logdir, timeout=15)
-        after = __import__("time").monotonic()
+        after = time.monotonic()
         hears(call["caller"], call["mobile"], after)                 # undisturbed
         hears(call["mobile"], call["caller"], after)
         calls.run(call, logdir)
@@ -275,7 +274,7 @@ def test_given_a_call_the_desk_placed_when_it_hands_off_then_the_mobile_takes_it
         calls.start(call, logdir)
         far.talk_to(*call["trunk"].media_from("INVITE", nth=1))
         desk_out.probe.talk_to(*desk_out.media_from("200"))
-        since = __import__("time").monotonic()
+        since = time.monotonic()
         wait_for(lambda: len(far.received_from(desk_out.probe, since)) > 25, 10, "far←desk")
         wait_for(lambda: len(desk_out.probe.received_from(far, since)) > 25, 10, "desk←far")
         mob.talk_to(*call["trunk"].media_from("INVITE", nth=2))
@@ -298,9 +297,7 @@ def test_given_the_desk_held_the_call_when_it_hands_off_then_two_way_audio_on_th
         stack, db, logdir):
     setup_subscriber(db, stack, ring="desk")
     register_desk(stack, logdir)
-    caller = calls.party("caller", "uac/call_held.xml", calls.TRUNK_IP, calls.CALLER_PORT,
-                         remote=f"{stack.proxy_address}:{stack.proxy_port}", dial=calls.SUB_DID,
-                         caller=CALLER_NUM, caller_name=calls.CALLER_NAME, pause_ms=3000)
+    caller = trunk_caller(stack, hold_ms=3000, scenario="uac/call_held.xml")
     call = Call({"desk": desk("uas/desk_hold_handoff.xml", pause_ms=1500, code="*55"),
                  "mobile": mobile("uas/answer.xml", pause_ms=300), "caller": caller})
     try:
@@ -309,7 +306,7 @@ def test_given_the_desk_held_the_call_when_it_hands_off_then_two_way_audio_on_th
         call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
         resume = wait_for(lambda: len(caller.agent.received("INVITE")) >= 2 and
                           caller.agent.received("INVITE")[1], 15, "the resume re-INVITE")
-        after = __import__("time").monotonic()
+        after = time.monotonic()
         hears(caller, call["mobile"], after)
         hears(call["mobile"], caller, after)
         calls.run(call, logdir)
@@ -327,9 +324,7 @@ def test_given_a_handed_off_call_when_the_far_end_refreshes_then_it_is_answered_
         stack, db, logdir):
     setup_subscriber(db, stack, ring="desk")
     register_desk(stack, logdir)
-    caller = calls.party("caller", "uac/call_reinvite.xml", calls.TRUNK_IP, calls.CALLER_PORT,
-                         remote=f"{stack.proxy_address}:{stack.proxy_port}", dial=calls.SUB_DID,
-                         caller=CALLER_NUM, caller_name=calls.CALLER_NAME, pause_ms=4500)
+    caller = trunk_caller(stack, hold_ms=4500, scenario="uac/call_reinvite.xml")
     call = Call({"desk": desk("uas/desk_handoff.xml", pause_ms=1000, code="*55"),
                  "mobile": mobile("uas/answer.xml", pause_ms=300), "caller": caller})
     try:
@@ -337,7 +332,7 @@ def test_given_a_handed_off_call_when_the_far_end_refreshes_then_it_is_answered_
         connect_media(call["caller"], "200", call["desk"], "INVITE")
         call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
         wait_for(lambda: len(caller.agent.received("200")) >= 2, 15, "the re-INVITE's 200")
-        after = __import__("time").monotonic()
+        after = time.monotonic()
         hears(caller, call["mobile"], after)
         hears(call["mobile"], caller, after)
         calls.run(call, logdir)
@@ -364,7 +359,7 @@ def test_given_a_handed_off_call_when_kamailio_restarts_then_either_side_can_sti
         call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
         wait_for(lambda: call["desk"].agent.proc.poll() is not None, 15, "the desk to leave")
         stack_mod.restart_kamailio(stack, log=lambda *_: None)
-        after = __import__("time").monotonic()
+        after = time.monotonic()
         hears(call["caller"], call["mobile"], after)          # media never depended on it
         calls.run(call, logdir)                               # far end hangs up after restart
     finally:

@@ -7,13 +7,14 @@ import pytest
 
 from tests.support import calls
 from tests.support.calls import (CALLER_NUM, SUB_DID, SUB_TWIN, Call, assert_nothing_left,
-                                 connect_media, desk, mobile, register_desk, setup_subscriber,
-                                 trunk_caller, voicemail)
-from tests.support.rtp import assert_two_way
+                                 desk, mobile, register_desk, setup_subscriber, trunk_caller,
+                                 voicemail)
 from twinctl.commands import status as status_cmd
 
 pytestmark = pytest.mark.e2e
 
+MOBILE_SIDE = (calls.TRUNK_IP, calls.MOBILE_PORT)     # where twin legs arrive
+DESK_SIDE = (calls.DESK_IPS[0], 5061)
 COMPLETED_ELSEWHERE = 'Reason: SIP;cause=200;text="Call completed elsewhere"'
 
 
@@ -28,13 +29,7 @@ def test_given_mobile_ticked_when_the_desk_answers_a_trunk_call_then_mobile_is_c
     register_desk(stack, logdir)
     call = Call({"desk": desk(pause_ms=1000), "mobile": calls.mobile(),
                  "caller": trunk_caller(stack)})
-    try:
-        calls.start(call, logdir)
-        since = connect_media(call["caller"], "200", call["desk"], "INVITE")
-        calls.run(call, logdir)
-        assert_two_way(call["caller"].probe, call["desk"].probe, since)
-    finally:
-        call.close()
+    calls.talk(call, logdir, "caller", "200", "desk", "INVITE")
     invite = call["mobile"].agent.received("INVITE")[0]
     assert invite.startswith(f"INVITE sip:{SUB_TWIN}@")
     assert CALLER_NUM in header(invite, "From")
@@ -52,13 +47,7 @@ def test_given_mobile_ticked_when_the_mobile_answers_then_the_desk_is_cancelled(
     call = Call({"desk": desk("uas/ring_cancel.xml"), "mobile": mobile("uas/answer.xml",
                                                                        pause_ms=800),
                  "caller": trunk_caller(stack)})
-    try:
-        calls.start(call, logdir)
-        since = connect_media(call["caller"], "200", call["mobile"], "INVITE")
-        calls.run(call, logdir)
-        assert_two_way(call["caller"].probe, call["mobile"].probe, since)
-    finally:
-        call.close()
+    calls.talk(call, logdir, "caller", "200", "mobile", "INVITE")
     assert COMPLETED_ELSEWHERE in call["desk"].agent.received("CANCEL")[0]
     assert_nothing_left(stack)
 
@@ -71,13 +60,7 @@ def test_given_two_desks_when_one_dials_the_others_extension_then_desk_and_mobil
     register_desk(stack, logdir, ext="1002", ip=calls.DESK_IPS[1], port=5062)
     call = Call({"desk": desk(pause_ms=1000), "mobile": mobile(),
                  "caller": calls.desk_caller(stack, "1001")})
-    try:
-        calls.start(call, logdir)
-        since = connect_media(call["caller"], "200", call["desk"], "INVITE")
-        calls.run(call, logdir)
-        assert_two_way(call["caller"].probe, call["desk"].probe, since)
-    finally:
-        call.close()
+    calls.talk(call, logdir, "caller", "200", "desk", "INVITE")
     invite = call["mobile"].agent.received("INVITE")[0]
     # The mobile shows the calling colleague: their DID and name, not an internal extension.
     assert "+12125550102" in header(invite, "From") and "User 1002" in header(invite, "From")
@@ -92,13 +75,7 @@ def test_given_nobody_answers_when_the_ring_timeout_ends_then_the_subscribers_vo
     register_desk(stack, logdir)
     call = Call({"desk": desk("uas/ring_cancel.xml"), "mobile": mobile(),
                  "voicemail": voicemail(pause_ms=100), "caller": trunk_caller(stack, hold_ms=2000)})
-    try:
-        calls.start(call, logdir)
-        since = connect_media(call["caller"], "200", call["voicemail"], "INVITE")
-        calls.run(call, logdir)
-        assert_two_way(call["caller"].probe, call["voicemail"].probe, since)
-    finally:
-        call.close()
+    calls.talk(call, logdir, "caller", "200", "voicemail", "INVITE")
     invite = call["voicemail"].agent.received("INVITE")[0]
     assert invite.startswith("INVITE sip:1001@127.0.1.4")         # the mailbox
     assert SUB_DID in header(invite, "Diversion") and "no-answer" in header(invite, "Diversion")
@@ -113,13 +90,7 @@ def test_given_the_desk_still_ringing_when_the_mobile_declines_then_the_desk_kee
     call = Call({"desk": desk(pause_ms=2000),
                  "mobile": mobile("uas/decline.xml", pause_ms=300),
                  "caller": trunk_caller(stack, hold_ms=1500)})
-    try:
-        calls.start(call, logdir)
-        since = connect_media(call["caller"], "200", call["desk"], "INVITE")
-        calls.run(call, logdir)
-        assert_two_way(call["caller"].probe, call["desk"].probe, since, minimum=15)
-    finally:
-        call.close()
+    calls.talk(call, logdir, "caller", "200", "desk", "INVITE", minimum=15)
     assert not call["caller"].agent.received("603")
     assert_nothing_left(stack)
 
@@ -130,15 +101,8 @@ def test_given_the_mobile_not_allowed_then_only_the_desk_rings(stack, db, logdir
                      license="basic" if case == "license basic" else "entry-ucc",
                      twin=None if case == "no twin set" else SUB_TWIN)
     register_desk(stack, logdir)
-    sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
     call = Call({"desk": desk(pause_ms=300), "caller": trunk_caller(stack, hold_ms=500)})
-    try:
-        calls.start(call, logdir)
-        calls.run(call, logdir)
-    finally:
-        call.close()
-        rung = sink.messages()
-        sink.close()
+    rung = calls.run_watching(call, logdir, MOBILE_SIDE)
     assert call["desk"].agent.received("INVITE")
     assert rung == [], f"the mobile was rung: {rung[:1]}"
     assert_nothing_left(stack)
@@ -147,16 +111,12 @@ def test_given_the_mobile_not_allowed_then_only_the_desk_rings(stack, db, logdir
 def test_given_the_desk_unregistered_and_mobile_ticked_then_only_the_mobile_rings(
         stack, db, logdir):
     setup_subscriber(db, stack)
-    sink = calls.SipSink(calls.DESK_IPS[0], 5061)
+    sink = calls.SipSink(*DESK_SIDE)
     call = Call({"mobile": mobile("uas/answer.xml", pause_ms=300),
                  "caller": trunk_caller(stack, hold_ms=1500)})
     try:
-        calls.start(call, logdir)
-        since = connect_media(call["caller"], "200", call["mobile"], "INVITE")
-        calls.run(call, logdir)
-        assert_two_way(call["caller"].probe, call["mobile"].probe, since, minimum=15)
+        calls.talk(call, logdir, "caller", "200", "mobile", "INVITE", minimum=15)
     finally:
-        call.close()
         rung = sink.messages()
         sink.close()
     assert rung == []
@@ -166,17 +126,8 @@ def test_given_the_desk_unregistered_and_mobile_ticked_then_only_the_mobile_ring
 def test_given_a_voicemail_status_then_calls_go_straight_to_voicemail(stack, db, logdir):
     setup_subscriber(db, stack, status="Do Not Disturb", send_to="voicemail")
     register_desk(stack, logdir)
-    desk_sink = calls.SipSink(calls.DESK_IPS[0], 5061)
-    mobile_sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
     call = Call({"voicemail": voicemail(pause_ms=100), "caller": trunk_caller(stack, hold_ms=500)})
-    try:
-        calls.start(call, logdir)
-        calls.run(call, logdir)
-    finally:
-        call.close()
-        rung = desk_sink.messages() + mobile_sink.messages()
-        desk_sink.close()
-        mobile_sink.close()
+    rung = calls.run_watching(call, logdir, DESK_SIDE, MOBILE_SIDE)
     invite = call["voicemail"].agent.received("INVITE")[0]
     assert invite.startswith("INVITE sip:1001@127.0.1.4")
     assert SUB_DID in header(invite, "Diversion")
@@ -190,16 +141,8 @@ def test_given_a_forbidden_twin_written_by_hand_then_it_is_never_dialled(stack, 
     db.execute("ALTER TABLE twin DROP CONSTRAINT twin_number_check")
     try:
         db.execute("UPDATE twin SET number = '+19005550123'")
-        sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
         call = Call({"desk": desk(pause_ms=300), "caller": trunk_caller(stack, hold_ms=500)})
-        try:
-            calls.start(call, logdir)
-            calls.run(call, logdir)
-        finally:
-            call.close()
-            rung = sink.messages()
-            sink.close()
-        assert rung == []
+        assert calls.run_watching(call, logdir, MOBILE_SIDE) == []
     finally:
         db.execute("DELETE FROM twin WHERE NOT is_nanp_number(number)")
         db.execute("ALTER TABLE twin ADD CONSTRAINT twin_number_check "
@@ -212,15 +155,8 @@ def test_given_a_twinctl_change_between_calls_then_the_next_call_follows_it(stac
     setup_subscriber(db, stack, ring="desk")
     register_desk(stack, logdir)
     for round_, expect_mobile in ((1, False), (2, True)):
-        sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
         call = Call({"desk": desk(pause_ms=300), "caller": trunk_caller(stack, hold_ms=300)})
-        try:
-            calls.start(call, logdir / f"call{round_}")
-            calls.run(call, logdir)
-        finally:
-            call.close()
-            rung = [m for m in sink.messages() if m.startswith("INVITE")]
-            sink.close()
+        rung = calls.run_watching(call, logdir / f"call{round_}", MOBILE_SIDE)
         assert bool(rung) == expect_mobile, f"call {round_}: mobile rung={bool(rung)}"
         status_cmd.edit_status(db, "1001", "In Office", "ring-group", "desk,mobile")
     assert_nothing_left(stack)
@@ -235,13 +171,7 @@ def test_given_a_desk_when_it_calls_an_external_number_then_it_leaves_by_the_tru
     call = Call({"far": far, "caller": calls.desk_caller(stack, "3125550188", ext="1001",
                                                          ip=calls.DESK_IPS[0], port=5061,
                                                          hold_ms=1500)})
-    try:
-        calls.start(call, logdir)
-        since = connect_media(call["caller"], "200", call["far"], "INVITE")
-        calls.run(call, logdir)
-        assert_two_way(call["caller"].probe, call["far"].probe, since, minimum=15)
-    finally:
-        call.close()
+    calls.talk(call, logdir, "caller", "200", "far", "INVITE", minimum=15)
     invite = call["far"].agent.received("INVITE")[0]
     assert invite.startswith("INVITE sip:+13125550188@127.0.1.2")
     assert SUB_DID in header(invite, "P-Asserted-Identity")
@@ -282,15 +212,8 @@ def test_given_a_worker_that_wrote_the_call_log_when_twinctl_changes_the_status_
             call.close()
     status_cmd.edit_status(db, "1001", "In Office", "ring-group", "desk,mobile")
     for round_ in range(1, 2 * stack.children):
-        sink = calls.SipSink(calls.TRUNK_IP, calls.MOBILE_PORT)
         call = Call({"desk": desk(pause_ms=50), "caller": trunk_caller(stack, hold_ms=50)})
-        try:
-            calls.start(call, logdir / f"after{round_}")
-            calls.run(call, logdir)
-        finally:
-            call.close()
-            rung = [m for m in sink.messages() if m.startswith("INVITE")]
-            sink.close()
+        rung = calls.run_watching(call, logdir / f"after{round_}", MOBILE_SIDE)
         assert rung, f"call {round_} after the change did not ring the mobile"
     assert_nothing_left(stack)
 
@@ -309,13 +232,7 @@ def test_given_the_first_gateway_fails_the_twin_leg_then_the_next_one_carries_it
         call = Call({"gw1": bad, "desk": desk("uas/ring_cancel.xml"),
                      "mobile": mobile("uas/answer.xml", pause_ms=300),
                      "caller": trunk_caller(stack, hold_ms=1500)})
-        try:
-            calls.start(call, logdir)
-            since = connect_media(call["caller"], "200", call["mobile"], "INVITE")
-            calls.run(call, logdir)
-            assert_two_way(call["caller"].probe, call["mobile"].probe, since, minimum=15)
-        finally:
-            call.close()
+        calls.talk(call, logdir, "caller", "200", "mobile", "INVITE", minimum=15)
         assert bad.agent.received("INVITE")[0].startswith(f"INVITE sip:{SUB_TWIN}@127.0.1.12")
         assert call["mobile"].agent.received("INVITE")[0].startswith(f"INVITE sip:{SUB_TWIN}@")
         assert COMPLETED_ELSEWHERE in call["desk"].agent.received("CANCEL")[0]

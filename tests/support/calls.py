@@ -14,7 +14,8 @@ from twinctl.commands import twin as twin_cmd
 
 from . import sipp
 from .agents import DESK_IPS, TRUNK_IP, VOICEMAIL_IP, add_subscriber
-from .rtp import RtpProbe, media_address, wait_for  # noqa: F401 (re-exported for tests)
+from .rtp import (RtpProbe, assert_two_way, media_address,  # noqa: F401 (re-exported)
+                  wait_for)
 
 SUB_EXT, SUB_DID, SUB_TWIN = "1001", "+12125550101", "+19175550123"
 CALLER_NUM, CALLER_NAME = "3125550199", "Carol Caller"
@@ -98,8 +99,10 @@ def voicemail(scenario: str = "uas/answer.xml", **keys) -> Party:
     return party("voicemail", scenario, VOICEMAIL_IP, 5060, listens=True, **keys)
 
 
-def trunk_caller(cfg, service: str = SUB_DID, hold_ms: int = 3000, **keys) -> Party:
-    return party("caller", "uac/call.xml", TRUNK_IP, CALLER_PORT,
+def trunk_caller(cfg, service: str = SUB_DID, hold_ms: int = 3000,
+                 scenario: str = "uac/call.xml", **keys) -> Party:
+    """A caller on the carrier side, calling the DID (scenario: how it behaves)."""
+    return party("caller", scenario, TRUNK_IP, CALLER_PORT,
                  remote=f"{cfg.proxy_address}:{cfg.proxy_port}", dial=service,
                  caller=CALLER_NUM, caller_name=CALLER_NAME, pause_ms=hold_ms, **keys)
 
@@ -109,6 +112,34 @@ def connect_media(a: Party, a_msg: str, b: Party, b_msg: str) -> float:
     a.probe.talk_to(*a.media_from(a_msg))
     b.probe.talk_to(*b.media_from(b_msg))
     return time.monotonic()
+
+
+def talk(call: Call, logdir: Path, a: str, a_msg: str, b: str, b_msg: str,
+         minimum: int = 25, timeout: float = 40) -> None:
+    """Run a call to its end with the probes of parties a and b talking (each to the media
+    address in the SDP of the message named), then assert two-way audio between them."""
+    try:
+        start(call, logdir)
+        since = connect_media(call[a], a_msg, call[b], b_msg)
+        run(call, logdir, timeout)
+        assert_two_way(call[a].probe, call[b].probe, since, minimum)
+    finally:
+        call.close()
+
+
+def run_watching(call: Call, logdir: Path, *addresses: tuple[str, int]) -> list[str]:
+    """Run a call to its end while SipSinks listen on addresses that must not be rung;
+    return the INVITEs that reached them."""
+    sinks = [SipSink(ip, port) for ip, port in addresses]
+    try:
+        start(call, logdir)
+        run(call, logdir)
+    finally:
+        call.close()
+        rung = [m for sink in sinks for m in sink.messages() if m.startswith("INVITE")]
+        for sink in sinks:
+            sink.close()
+    return rung
 
 
 def run(call: Call, logdir: Path, timeout: float = 40) -> None:

@@ -35,6 +35,7 @@ class RtpProbe:
         self.arrivals: list[Arrival] = []
         self.sent = 0
         self._stop = threading.Event()
+        self._retarget = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._receive, daemon=True),
                          threading.Thread(target=self._send, daemon=True)]
@@ -42,7 +43,10 @@ class RtpProbe:
             thread.start()
 
     def talk_to(self, ip: str, port: int) -> None:
+        """Send there from now on; the first packet leaves at once, as a phone's does when it
+        learns where to send, not at the next tick of the old schedule."""
         self.target = (ip, port)
+        self._retarget.set()
 
     def _send(self) -> None:
         seq = random.getrandbits(15)
@@ -58,7 +62,9 @@ class RtpProbe:
                     pass
                 seq += 1
             next_at += PTIME
-            time.sleep(max(0.0, next_at - time.monotonic()))
+            if self._retarget.wait(max(0.0, next_at - time.monotonic())):
+                self._retarget.clear()
+                next_at = time.monotonic()
 
     def _receive(self) -> None:
         while not self._stop.is_set():
