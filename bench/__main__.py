@@ -67,7 +67,7 @@ def run(quick: bool = False, keep_up: bool = False, step_seconds: float | None =
                                                           n=50 if quick else 100)
         if "direct" in only:
             log("== SIPp caller -> answering agent, no proxy")
-            out["fig1"]["direct"] = figures.max_rate(r, "direct", start=400, cap=3200)
+            out["fig1"]["direct"] = figures.max_rate(r, "direct", start=400, cap=6400)
     finally:
         out["fig6"] = r.checks
         out["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -73,8 +73,11 @@ def classify(query: str) -> str:
     q = " ".join(query.split()).lower()
     if "from subscriber s" in q and "join status" in q:
         return "subscriber lookup (routing)"
-    if "from location" in q and "expires" in q:
+    if "from location" in q and "split_part" in q:
         return "phone-address check (routing)"
+    if "twinning_save_state" in q or q.startswith(("insert into call ", "update call ",
+                                                    "insert into handoff", "update handoff")):
+        return "call log / call state writes (routing)"
     if " dialog" in q and q.split()[0] in ("insert", "update", "delete"):
         return "dialog writes (dialog db_mode=2 timer)"
     if " dialog_vars" in q:

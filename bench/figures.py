@@ -73,7 +73,9 @@ class Run:
     def check_after(self, routing: str, name: str, res: load.StepResult) -> None:
         """Figure 6: what the run left. A sustained run must leave nothing; an overloaded one
         (calls the caller gave up on) is recorded, then cleared for the next run."""
-        left = tb.wait_clean(self.cfg, 12)
+        # A sustained run gets 12 s to empty (tm and dialog keep an ended call ~5 s); an
+        # overloaded one 6 s: what it left then is recorded and cleared.
+        left = tb.wait_clean(self.cfg, 12 if res.sustained() else 6)
         growth = left.shm_bytes - self.shm_baseline.get(routing, left.shm_bytes)
         entry = {"run": name, "routing": routing, "rate": res.rate,
                  "sustained": res.sustained(), "rtpengine_sessions": left.sessions,

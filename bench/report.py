@@ -18,7 +18,8 @@ NAMES = {"python": "(a) Python KEMI", "native": "(b) native cfg", "direct": "(c)
 def machine() -> dict:
     def run(cmd):
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return res.stdout or res.stderr
         except OSError:
             return ""
     cpu = {}
@@ -41,12 +42,13 @@ def tree_state() -> dict:
     def git(*args):
         try:
             return subprocess.run(["git", "-C", str(BENCH.parent), *args], capture_output=True,
-                                  text=True, timeout=10).stdout.strip()
+                                  text=True, timeout=10).stdout
         except OSError:
             return ""
-    dirty = git("status", "--porcelain", "--", "routing", "kamailio").splitlines()
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "subject": git("log", "-1", "--format=%s"),
+    dirty = [ln for ln in git("status", "--porcelain", "--", "routing", "kamailio").splitlines()
+             if ln.strip()]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+            "subject": git("log", "-1", "--format=%s").strip(),
             "uncommitted": [line[3:] for line in dirty]}
 
 
@@ -171,7 +173,7 @@ def markdown(res: dict, json_path: Path | None = None) -> str:
         for phase in ("cold", "warm"):
             e = f.get(phase, {})
             kinds = ", ".join(f"{k} {v:g}" for k, v in sorted(e.get("per_invite", {}).items()))
-            lines.append(f"  - {phase}: hot path (routing lookups) "
+            lines.append(f"  - {phase}: routing's own statements (in SIP workers) "
                          f"**{_fmt(e.get('hot_path_per_invite'))}** per INVITE; all statements "
                          f"by kind: {kinds or '–'}; xact_commit per INVITE "
                          f"{_fmt(e.get('xact_commit_per_invite'))}")
