@@ -67,9 +67,8 @@ class HandoffRoutes:
             raw = _ht_get(f"c:{d1}") if d1 else None
         return StitchedCall.from_json(raw) if raw else None
 
-    def save_call(self, call: StitchedCall) -> None:
-        """Shared memory first (every worker sees it at once), then PostgreSQL (a restarted
-        proxy loads it back), in one round trip."""
+    def state_of(self, call: StitchedCall) -> tuple[dict[str, str], list[str]]:
+        """The htable entries that describe a call now, and the ones that no longer do."""
         values = {f"c:{call.call_id}": call.to_json(),
                   f"s:{call.extension}:{call.near.device}": call.call_id}
         if call.near.call_id != call.call_id:
@@ -78,10 +77,19 @@ class HandoffRoutes:
             values[f"l:{call.pending.leg_call_id}"] = call.call_id
         other = f"s:{call.extension}:{'desk' if call.near.device == 'mobile' else 'mobile'}"
         gone = [other] if _ht_get(other) == call.call_id else []
+        return values, gone
+
+    def put_in_memory(self, values: dict[str, str], gone: list[str]) -> None:
         for key, value in values.items():
             KSR.htable.sht_sets(HT, key, value)
         for key in gone:
             KSR.htable.sht_rm(HT, key)
+
+    def save_call(self, call: StitchedCall) -> None:
+        """Shared memory first (every worker sees it at once), then PostgreSQL (a restarted
+        proxy loads it back), in one round trip."""
+        values, gone = self.state_of(call)
+        self.put_in_memory(values, gone)
         self.call_state.write(values, gone)
 
     def drop_call(self, call: StitchedCall, outcome: str) -> None:
@@ -93,10 +101,8 @@ class HandoffRoutes:
         for device in ("desk", "mobile"):
             if _ht_get(f"s:{call.extension}:{device}") == call.call_id:
                 gone.append(f"s:{call.extension}:{device}")
-        for key in gone:
-            KSR.htable.sht_rm(HT, key)
-        self.call_state.write({}, gone)
-        self.call_log.ended(call.call_id, outcome)
+        self.put_in_memory({}, gone)
+        self.call_log.ended(call.call_id, outcome, gone)
 
     # ---- a call is answered: remember it, so it can be handed off ---------------------------
     def call_answered(self, kind: str, extension: str, sub_id: str, caller_num: str,
@@ -132,9 +138,10 @@ class HandoffRoutes:
                                 near=near, d1_near_uri=pv("$fu"), d1_near_tag=pv("$ft"),
                                 d1_near_cseq=int(pv("$cs") or 1))
             direction = "outbound"
-        self.save_call(call)
+        values, gone = self.state_of(call)
+        self.put_in_memory(values, gone)
         self.call_log.answered(call_id, int(sub_id) if sub_id.isdigit() else None, direction,
-                               caller_num, pv("$tU"), device)
+                               caller_num, pv("$tU"), device, values)
 
     # ---- in-dialog requests of a known call --------------------------------------------------
     def known_call_request(self) -> bool:

@@ -171,17 +171,15 @@ class CallLog:
             log.warning("call log write failed: %s", exc)
             return None
 
-    def answered(self, call_id: str, sub_id: int, direction: str, caller: str, callee: str,
-                 answered_by: str) -> None:
-        self._write(
-            "INSERT INTO call (call_id, subscriber_id, direction, caller, callee, answered_by,"
-            " answered_at) VALUES (%s, %s, %s, %s, %s, %s, now())"
-            " ON CONFLICT (call_id) DO NOTHING RETURNING id",
-            (call_id, sub_id, direction, caller, callee, answered_by))
+    def answered(self, call_id: str, sub_id: int | None, direction: str, caller: str,
+                 callee: str, answered_by: str, state: dict[str, str]) -> None:
+        """The call's row and its durable handoff state, in one round trip."""
+        self._write("SELECT twinning_call_answered(%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (call_id, sub_id, direction, caller, callee, answered_by, list(state),
+                     list(state.values())))
 
-    def ended(self, call_id: str, outcome: str) -> None:
-        self._write("UPDATE call SET ended_at = now(), outcome = %s"
-                    " WHERE call_id = %s AND ended_at IS NULL RETURNING id", (outcome, call_id))
+    def ended(self, call_id: str, outcome: str, gone_state: list[str]) -> None:
+        self._write("SELECT twinning_call_ended(%s, %s, %s)", (call_id, outcome, gone_state))
 
     def handoff_started(self, call_id: str, from_device: str, to_device: str) -> int | None:
         return self._write("INSERT INTO handoff (call_id, from_device, to_device)"
