@@ -40,6 +40,7 @@ AVP_KIND = "$avp(tw_kind)"          # twin | outbound
 FLB_MOBILE = 1                      # branch flag: this branch is the twin leg
 AVP_SUB_ID = "$avp(tw_sub_id)"
 AVP_CONTACT = "$avp(tw_contact)"    # the INVITE's Contact URI
+AVP_RANG = "$avp(tw_rang)"          # devices offered the call: desk,mobile | trunk
 
 log = logging.getLogger("routing")
 
@@ -248,6 +249,8 @@ class Handler(HandoffRoutes):
         self.remember_call(sub, caller_num, caller_name, "twin")
         KSR.rr.record_route()
         KSR.dialog.dlg_manage()
+        KSR.pv.sets(AVP_RANG, ",".join(d for d, on in (("desk", decision.desk),
+                                                       ("mobile", decision.mobile)) if on))
         if decision.voicemail_now:
             reason = "unconditional" if sub.send_to == "voicemail" else "unavailable"
             return self.to_voicemail(sub.voicemail_box, sub.did, reason)
@@ -294,6 +297,7 @@ class Handler(HandoffRoutes):
 
     def outbound(self, caller: Subscriber, number: str) -> bool:
         self.remember_call(caller, caller.did, caller.display_name, "outbound")
+        KSR.pv.sets(AVP_RANG, "trunk")
         KSR.rr.record_route()
         KSR.dialog.dlg_manage()
         KSR.pv.sets("$ru", f"sip:{number}@{self.realm}")
@@ -343,7 +347,7 @@ class Handler(HandoffRoutes):
             KSR.rtpengine.rtpengine_answer(RTP_BRANCH)
         if 200 <= code < 300:
             self.call_answered(pv(AVP_KIND), pv(AVP_EXT), pv(AVP_SUB_ID), pv(AVP_CALLER_NUM),
-                               pv(AVP_CALLER_NAME), pv(AVP_CONTACT))
+                               pv(AVP_CALLER_NAME), pv(AVP_CONTACT), pv(AVP_RANG))
         elif code >= 300:
             # A branch that lost (CANCELled, busy, declined) leaves rtpengine now, scoped to its
             # own via-branch: a stale branch would later confuse a handoff on this call.

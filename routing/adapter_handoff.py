@@ -106,7 +106,7 @@ class HandoffRoutes:
 
     # ---- a call is answered: remember it, so it can be handed off ---------------------------
     def call_answered(self, kind: str, extension: str, sub_id: str, caller_num: str,
-                      caller_name: str, request_contact: str) -> None:
+                      caller_name: str, request_contact: str, rang: str = "") -> None:
         """A 2xx to an initial INVITE (reply route). request_contact: the INVITE's Contact,
         i.e. the far end's for a call to the subscriber, the desk's for a call it placed."""
         call_id = pv("$ci")
@@ -141,7 +141,8 @@ class HandoffRoutes:
         values, gone = self.state_of(call)
         self.put_in_memory(values, gone)
         self.call_log.answered(call_id, int(sub_id) if sub_id.isdigit() else None, direction,
-                               caller_num, pv("$tU"), device, values)
+                               caller_num, pv("$tU"), [d for d in rang.split(",") if d],
+                               device, values)
 
     # ---- in-dialog requests of a known call --------------------------------------------------
     def known_call_request(self) -> bool:

@@ -172,11 +172,12 @@ class CallLog:
             return None
 
     def answered(self, call_id: str, sub_id: int | None, direction: str, caller: str,
-                 callee: str, answered_by: str, state: dict[str, str]) -> None:
+                 callee: str, rang: list[str], answered_by: str,
+                 state: dict[str, str]) -> None:
         """The call's row and its durable handoff state, in one round trip."""
-        self._write("SELECT twinning_call_answered(%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (call_id, sub_id, direction, caller, callee, answered_by, list(state),
-                     list(state.values())))
+        self._write("SELECT twinning_call_answered(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (call_id, sub_id, direction, caller, callee, rang, answered_by,
+                     list(state), list(state.values())))
 
     def ended(self, call_id: str, outcome: str, gone_state: list[str]) -> None:
         self._write("SELECT twinning_call_ended(%s, %s, %s)", (call_id, outcome, gone_state))

@@ -17,7 +17,8 @@ def connect(cfg: SiteConfig) -> Iterator[psycopg.Connection]:
     try:
         conn = psycopg.connect(cfg.dsn(), row_factory=dict_row)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no reason given"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = first.rsplit("failed:", 1)[-1].strip() or "no reason given"
         raise TwinctlError(
             f"cannot reach the database at {cfg.db_host}:{cfg.db_port} ({reason}); "
             "is the stack up? (twinctl stack up)") from None

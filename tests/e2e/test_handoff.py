@@ -85,7 +85,8 @@ def test_given_a_call_answered_on_the_desk_when_it_hands_off_then_it_continues_o
     listed = json.loads(twinctl_out("calls", "list", "--json"))
     assert [c["call_id"] for c in listed] == [call_id] and listed[0]["handoffs"] == 1
     shown = json.loads(twinctl_out("calls", "show", call_id, "--json"))
-    assert shown["answered_by"] == "desk" and shown["ended_at"]
+    assert shown["answered_by"] == "desk" and shown["ended_at"] and shown["rang"] == [
+        "desk", "mobile"]
     assert [(h["from_device"], h["to_device"], h["outcome"]) for h in shown["handoffs"]] == [
         ("desk", "mobile", "completed")]
     assert_nothing_left(stack)
