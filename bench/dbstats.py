@@ -75,7 +75,7 @@ def classify(query: str) -> str:
         return "subscriber lookup (routing)"
     if "from location" in q and "split_part" in q:
         return "phone-address check (routing)"
-    if "twinning_save_state" in q or q.startswith(("insert into call ", "update call ",
+    if "select twinning_" in q or q.startswith(("insert into call ", "update call ",
                                                     "insert into handoff", "update handoff")):
         return "call log / call state writes (routing)"
     if " dialog" in q and q.split()[0] in ("insert", "update", "delete"):

@@ -166,7 +166,10 @@ def markdown(res: dict, json_path: Path | None = None) -> str:
             f"{f['at_0']['rtpengine_rss_kb'] / 1024:.1f} / {f['at_n']['rtpengine_rss_kb'] / 1024:.1f} | "
             f"{f['rtpengine_rss_per_call_kb']:g} kB | {f['at_n']['rtpengine_sessions']} |")
 
-    lines += ["", "## 5. Database round trips per twinned INVITE", ""]
+    lines += ["", "rtpengine keeps memory it once allocated: its RSS per call is meaningful only for "
+              "the first series after rtpengine started (python, measured first); later rows "
+              "reuse that memory and show ~0. Kamailio shm is exact (real_used).", "",
+              "## 5. Database round trips per twinned INVITE", ""]
     for key, f in res.get("fig5", {}).items():
         lines.append(f"- **{key}** ({f['method']}, {f['calls_per_pass']} calls per pass to "
                      "distinct subscribers):")

@@ -40,6 +40,7 @@ def test_the_native_baseline_cfg_passes_kamailios_check(stack, tmp_path):
     class Paths:                 # render into a scratch dir, not the test stack's own cfg
         root = stack.state_dir
         run = stack.state_dir / "run"
+        log = tmp_path
         kamailio_cfg = tmp_path / "kamailio-native.cfg"
 
     rendered = stack_mod.Kamailio(stack, Paths(), body).render()
