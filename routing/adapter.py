@@ -7,6 +7,7 @@ by routing.decisions; subscriber data comes from routing.store.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import traceback
 
@@ -18,7 +19,7 @@ from . import decisions as rules
 from .adapter_handoff import HandoffRoutes
 from .decisions import Dialled, Subscriber
 from .handoff import LEG_PREFIX
-from .store import CallLog, CallState, StoreUnavailable, SubscriberStore
+from .store import BatchWriter, CallLog, StoreUnavailable, SubscriberStore
 
 NEXT = True
 DONE = False
@@ -38,6 +39,7 @@ AVP_CALLER_NUM = "$avp(tw_caller_num)"
 AVP_CALLER_NAME = "$avp(tw_caller_name)"
 AVP_KIND = "$avp(tw_kind)"          # twin | outbound
 FLB_MOBILE = 1                      # branch flag: this branch is the twin leg
+DB_QUEUE = "dbwrites"               # mqueue the background writer drains
 AVP_SUB_ID = "$avp(tw_sub_id)"
 AVP_CONTACT = "$avp(tw_contact)"    # the INVITE's Contact URI
 AVP_RANG = "$avp(tw_rang)"          # devices offered the call: desk,mobile | trunk
@@ -82,9 +84,40 @@ class Handler(HandoffRoutes):
     def child_init(self, rank: int) -> int:
         # Each worker its own connection, made after the fork (lazily on first use).
         self.store = SubscriberStore(self.cfg.dsn(), self.cfg.statement_timeout_ms)
-        self.call_log = CallLog(self.store)
-        self.call_state = CallState(self.store)
+        self.call_log = CallLog(self.queue_write)
+        self.writer = BatchWriter(self.store)
+        self.unwritten: list[tuple[str, list]] = []
+        if rank > 0:
+            try:                    # connect now, so the first call does not pay for it
+                self.store._connect()
+            except StoreUnavailable as exc:
+                KSR.warn(f"database not reachable yet ({exc}); will retry per request\n")
         return 0
+
+    # ---- the background writer ---------------------------------------------------------------
+    def queue_write(self, op: str, params: list) -> None:
+        if KSR.mqueue.mq_add(DB_QUEUE, op, json.dumps(params)) < 0:
+            KSR.err(f"call-log queue full: {op} dropped\n")
+
+    @guarded
+    def ksr_rtimer_dbwrites(self, msg, *_event) -> int:
+        """rtimer process: write what the workers queued, in one round trip per tick. Kept
+        in memory and retried while the database is unreachable (bounded)."""
+        if self.store is None:
+            self.child_init(0)
+        items = self.unwritten
+        while len(items) < 2000 and KSR.mqueue.mq_fetch(DB_QUEUE) > 0:
+            items.append((str(KSR.mqueue.mqk_get(DB_QUEUE)),
+                          json.loads(str(KSR.mqueue.mqv_get(DB_QUEUE)))))
+        if not items:
+            return 1
+        try:
+            self.writer.write(items)
+            self.unwritten = []
+        except StoreUnavailable as exc:
+            self.unwritten = items[-100000:]
+            KSR.warn(f"call log: {len(items)} writes waiting, database unreachable: {exc}\n")
+        return 1
 
     # ---- request route ---------------------------------------------------------------------
     @guarded

@@ -90,7 +90,7 @@ class HandoffRoutes:
         proxy loads it back), in one round trip."""
         values, gone = self.state_of(call)
         self.put_in_memory(values, gone)
-        self.call_state.write(values, gone)
+        self.call_log.state(values, gone)
 
     def drop_call(self, call: StitchedCall, outcome: str) -> None:
         gone = [f"c:{call.call_id}"]
@@ -175,16 +175,19 @@ class HandoffRoutes:
     def track_d1(self, call: StitchedCall, sender: Sender) -> None:
         """While the near end is still in D1: follow both sides' CSeqs (requests the proxy may
         later send there must use higher ones) and whether the near end holds the far end."""
+        if KSR.is_ACK() or KSR.is_BYE() or call.near.call_id != call.call_id:
+            return                  # an ACK repeats its INVITE's CSeq; a BYE ends the call
         cseq = int(pv("$cs") or 0)
-        if sender is Sender.FAR and call.near.call_id == call.call_id:
+        before = (call.near.cseq, call.d1_near_cseq, call.far_held)
+        if sender is Sender.FAR:
             call.near.cseq = max(call.near.cseq, cseq)
-        elif sender is Sender.NEAR and call.near.call_id == call.call_id:
+        elif sender is Sender.NEAR:
             call.d1_near_cseq = max(call.d1_near_cseq, cseq)
             if KSR.is_INVITE() and KSR.textops.has_body_type("application/sdp") > 0:
                 call.far_held = model.is_hold(pv("$rb"))
-        else:
-            return
-        self.save_call(call)
+        if (call.near.cseq, call.d1_near_cseq, call.far_held) != before:
+            # Shared memory only: a mid-call CSeq is not worth a database write per request.
+            KSR.htable.sht_sets(HT, f"c:{call.call_id}", call.to_json())
 
     def answer_locally(self, code: int, reason: str, sdp: str = "") -> bool:
         KSR.tm.t_newtran()
@@ -332,7 +335,7 @@ class HandoffRoutes:
             KSR.err(f"handoff clean-up for {call.call_id}: {exc}\n")
         call.pending = None
         KSR.htable.sht_rm(HT, f"l:{pending.leg_call_id}")
-        self.call_state.write({}, [f"l:{pending.leg_call_id}"])
+        self.call_log.state({}, [f"l:{pending.leg_call_id}"])
         self.notify_transfer(call, call.near, f"SIP/2.0 {code} {reason or 'Failed'}")
         self.save_call(call)
         self.call_log.handoff_finished(pending.handoff_id, _outcome(code))
@@ -411,7 +414,7 @@ class HandoffRoutes:
             KSR.err(f"handoff switch to desk for {call.call_id}: {exc}\n")
         switch_ms = (time.perf_counter() - started) * 1000
         desk = Leg("desk", pv("$ci"), desk_tag, pv("$(ct{tobody.uri})"), remote_uri=pv("$fu"),
-                   local_uri=pv("$tu"), local_tag=pv("$ltt"), cseq=1, sdp=desk_sdp,
+                   local_uri=pv("$tu"), local_tag=pv("$ltt(t)"), cseq=1, sdp=desk_sdp,
                    given_sdp=given)
         old = model.leave(call, desk)
         self.send_bye(old)

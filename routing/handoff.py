@@ -58,7 +58,7 @@ class Pending:
     helper_tag: str
     via_branch: str
     started_at: float
-    handoff_id: Optional[int] = None
+    handoff_id: Optional[str] = None   # the handoff row's key in the call log
 
 
 @dataclass

@@ -6,6 +6,7 @@ ourselves first, so the operator gets the precise reason (N11, premium, bad exch
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -91,8 +92,10 @@ def parse_nanp(text: str) -> NanpNumber:
     return NanpNumber("+1" + digits)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_dialable_twin(e164: str) -> bool:
-    """The routing guard: True only for a number parse_nanp accepts, already in E.164."""
+    """The routing guard: True only for a number parse_nanp accepts, already in E.164.
+    Cached: it runs for every twinned INVITE, and a number's verdict does not change."""
     try:
         return parse_nanp(e164).e164 == e164
     except NumberError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Callable, Optional
 
 import psycopg
@@ -142,55 +143,79 @@ class SubscriberStore:
         return bool(rows)
 
 
-class CallState:
-    """Durable copy of the shared-memory call state (see migration 0004)."""
-
-    def __init__(self, store: SubscriberStore):
-        self.store = store
-
-    def write(self, values: dict[str, str], gone: list[str]) -> None:
-        try:
-            self.store._query("SELECT twinning_save_state(%s, %s, %s)",
-                              (list(values), list(values.values()), gone))
-        except StoreUnavailable as exc:
-            log.warning("call state write failed (kept in memory only): %s", exc)
+# The writes the routing makes besides subscriber look-ups: the call log and the durable copy
+# of call state. SIP workers only queue them (CallLog); one background process runs them
+# (BatchWriter), a tick's worth in one round trip.
+STATEMENTS = {
+    "answered": "SELECT twinning_call_answered(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    "ended": "SELECT twinning_call_ended(%s, %s, %s)",
+    "state": "SELECT twinning_save_state(%s, %s, %s)",
+    "handoff_started": "INSERT INTO handoff (handoff_key, call_id, from_device, to_device)"
+                       " SELECT %s, %s, %s, %s WHERE EXISTS"
+                       " (SELECT 1 FROM call WHERE call_id = %s)"
+                       " ON CONFLICT (handoff_key) DO NOTHING",
+    "handoff_finished": "UPDATE handoff SET outcome = %s, switch_ms = %s,"
+                        " completed_at = now(),"
+                        " answered_at = CASE WHEN %s THEN now() ELSE answered_at END"
+                        " WHERE handoff_key = %s",
+}
 
 
 class CallLog:
-    """The call and handoff log in PostgreSQL. A failed write is logged and forgotten: the
-    log must never cost a call."""
+    """What the routing records of calls and handoffs. `submit(op, params)` queues one write
+    of STATEMENTS[op]; nothing here waits for the database."""
 
-    def __init__(self, store: SubscriberStore):
-        self.store = store
-
-    def _write(self, sql: str, params: tuple):
-        try:
-            rows = self.store._query(sql, params)
-            return rows[0][0] if rows else None
-        except StoreUnavailable as exc:
-            log.warning("call log write failed: %s", exc)
-            return None
+    def __init__(self, submit):
+        self.submit = submit
 
     def answered(self, call_id: str, sub_id: int | None, direction: str, caller: str,
                  callee: str, rang: list[str], answered_by: str,
                  state: dict[str, str]) -> None:
-        """The call's row and its durable handoff state, in one round trip."""
-        self._write("SELECT twinning_call_answered(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (call_id, sub_id, direction, caller, callee, rang, answered_by,
-                     list(state), list(state.values())))
+        self.submit("answered", [call_id, sub_id, direction, caller, callee, rang, answered_by,
+                                 list(state), list(state.values())])
 
     def ended(self, call_id: str, outcome: str, gone_state: list[str]) -> None:
-        self._write("SELECT twinning_call_ended(%s, %s, %s)", (call_id, outcome, gone_state))
+        self.submit("ended", [call_id, outcome, gone_state])
 
-    def handoff_started(self, call_id: str, from_device: str, to_device: str) -> int | None:
-        return self._write("INSERT INTO handoff (call_id, from_device, to_device)"
-                           " VALUES (%s, %s, %s) RETURNING id", (call_id, from_device, to_device))
+    def state(self, values: dict[str, str], gone: list[str]) -> None:
+        self.submit("state", [list(values), list(values.values()), gone])
 
-    def handoff_finished(self, handoff_id: int | None, outcome: str,
+    def handoff_started(self, call_id: str, from_device: str, to_device: str) -> str:
+        key = uuid.uuid4().hex
+        self.submit("handoff_started", [key, call_id, from_device, to_device, call_id])
+        return key
+
+    def handoff_finished(self, handoff_key: str | None, outcome: str,
                          switch_ms: float | None = None, answered: bool = False) -> None:
-        if handoff_id is None:
-            return
-        self._write(
-            "UPDATE handoff SET outcome = %s, switch_ms = %s, completed_at = now(),"
-            " answered_at = CASE WHEN %s THEN now() ELSE answered_at END"
-            " WHERE id = %s RETURNING id", (outcome, switch_ms, answered, handoff_id))
+        if handoff_key:
+            self.submit("handoff_finished", [outcome, switch_ms, answered, handoff_key])
+
+
+class BatchWriter:
+    """Runs queued writes on the store's connection, a batch in one round trip (pipeline)."""
+
+    def __init__(self, store: SubscriberStore):
+        self.store = store
+
+    def write(self, items: list[tuple[str, list]]) -> None:
+        """All in one transaction; if one item is refused (a bug, not an outage), the rest are
+        written one by one and only the refused one is dropped, with a log line."""
+        conn = self.store._connect()
+        try:
+            with conn.transaction(), conn.pipeline():
+                for op, params in items:
+                    conn.execute(STATEMENTS[op], params)
+            self.store.round_trips += 1
+        except psycopg.OperationalError as exc:
+            self.store.close()
+            raise StoreUnavailable(str(exc).strip().splitlines()[0]) from None
+        except psycopg.Error:
+            for op, params in items:
+                try:
+                    with conn.transaction():
+                        conn.execute(STATEMENTS[op], params)
+                except psycopg.OperationalError as exc:
+                    self.store.close()
+                    raise StoreUnavailable(str(exc).strip().splitlines()[0]) from None
+                except psycopg.Error as exc:
+                    log.error("dropped call-log write %s %r: %s", op, params, exc)

@@ -76,10 +76,12 @@ def test_given_a_call_answered_on_the_desk_when_it_hands_off_then_it_continues_o
     assert requests_received(call["caller"].agent) == []         # the far end saw nothing
     assert gap <= 40, f"far end heard {gap:.1f} ms of silence at the switch"
     assert call["mobile"].agent.received("BYE")                  # far end hung up → mobile
-    row = db.execute("SELECT from_device, to_device, outcome, switch_ms FROM handoff").fetchone()
+    row = calls.db_settled(db, "SELECT from_device, to_device, outcome, switch_ms FROM handoff"
+                                 " WHERE completed_at IS NOT NULL")[0]
     assert row["outcome"] == "completed" and (row["from_device"], row["to_device"]) == (
         "desk", "mobile")
-    assert db.execute("SELECT count(*) AS n FROM call WHERE ended_at IS NULL").fetchone()["n"] == 0
+    calls.db_settled(db, "SELECT count(*) AS n FROM call WHERE ended_at IS NULL",
+                     until=lambda rows: rows[0]["n"] == 0)
     # …and the operator sees it: twinctl calls list / show.
     call_id = db.execute("SELECT call_id FROM call").fetchone()["call_id"]
     listed = json.loads(twinctl_out("calls", "list", "--json"))
@@ -139,7 +141,8 @@ def test_given_a_call_answered_on_the_mobile_when_the_desk_dials_the_code_then_i
     assert call["caller"].agent.received("BYE")                      # desk hung up → far end
     assert [r.split(" ", 1)[0] for r in requests_received(call["caller"].agent)] == ["BYE"]
     assert gap <= 40, f"far end heard {gap:.1f} ms of silence at the switch"
-    assert db.execute("SELECT outcome FROM handoff").fetchone()["outcome"] == "completed"
+    assert calls.db_settled(db, "SELECT outcome FROM handoff WHERE completed_at IS NOT NULL"
+                            )[0]["outcome"] == "completed"
     assert_nothing_left(stack)
 
 
@@ -162,7 +165,8 @@ def test_given_a_handoff_when_the_mobile_declines_then_the_call_stays_on_the_des
         call.close()
     assert "SIP/2.0 603" in notify                                   # the desk learns why
     assert call["caller"].agent.received("BYE")                      # the desk ended it later
-    assert db.execute("SELECT outcome FROM handoff").fetchone()["outcome"] == "declined"
+    assert calls.db_settled(db, "SELECT outcome FROM handoff WHERE completed_at IS NOT NULL"
+                            )[0]["outcome"] == "declined"
     assert_nothing_left(stack)
 
 
@@ -249,7 +253,9 @@ def test_given_one_call_when_handed_desk_mobile_desk_mobile_then_audio_follows_e
         call.close()
     assert requests_received(call["caller"].agent) == []
     assert all(g <= 40 for g in gaps), gaps
-    rows = db.execute("SELECT from_device, to_device, outcome FROM handoff ORDER BY id").fetchall()
+    rows = calls.db_settled(db, "SELECT from_device, to_device, outcome FROM handoff"
+                                " WHERE completed_at IS NOT NULL ORDER BY id",
+                            until=lambda rows: len(rows) == 3)
     assert [(r["from_device"], r["to_device"], r["outcome"]) for r in rows] == [
         ("desk", "mobile", "completed"), ("mobile", "desk", "completed"),
         ("desk", "mobile", "completed")]

@@ -151,6 +151,23 @@ def start(call: Call, logdir: Path) -> Call:
     return call
 
 
+def db_settled(db, query: str, params: tuple = (), until=bool, timeout: float = 5.0):
+    """Rows of a query once `until(rows)` holds: the call log is written by a background
+    process a few tens of milliseconds after the fact."""
+    rows = []
+
+    def check():
+        nonlocal rows
+        rows = db.execute(query, params).fetchall()
+        return until(rows)
+
+    try:
+        wait_for(check, timeout, f"the database to show {query!r}", poll=0.05)
+    except AssertionError:
+        raise AssertionError(f"{query!r} never settled; last rows: {rows}") from None
+    return rows
+
+
 def assert_nothing_left(cfg, timeout: float = 5.0) -> None:
     """No rtpengine session and no dialog remain once the calls have ended."""
     client = Client(cfg.rtpengine_ng.host, cfg.rtpengine_ng.port)
