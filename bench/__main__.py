@@ -44,7 +44,7 @@ def run(quick: bool = False, keep_up: bool = False, step_seconds: float | None =
     use_statements = dbstats.enable(cfg, log=log)
     tb.seed(cfg, log=log)
     out["fig1"], out["fig2"], out["fig4"], out["fig5"] = {}, [], {}, {}
-    out["fig3"] = figures.HANDOFF_PENDING
+    out["fig3"] = figures.handoff_figures()
     try:
         for routing in ("python", "native"):
             if routing not in only:

@@ -19,9 +19,19 @@ from twinctl import rpc
 from . import capture, cpu, dbstats, load
 from . import testbed as tb
 
-HANDOFF_PENDING = ("pending handoff work: the handoff feature (desk <-> mobile switch of a live "
-                   "call) is being built; its figures (switch time, media gap, handoffs per "
-                   "second) get measured here once it lands. No numbers yet.")
+HANDOFF_RESULTS = Path(__file__).resolve().parent / "results" / "handoff.json"
+HANDOFF_PENDING = ("not measured in this run: `.venv/bin/python -m bench.handoff_bench` measures "
+                   "the handoff (it needs the test stack's addresses, so it runs on its own) "
+                   "and this report includes its latest results/handoff.json.")
+
+
+def handoff_figures() -> dict | str:
+    """The handoff benchmark's latest results (bench/handoff_bench.py), if it has run."""
+    try:
+        import json
+        return json.loads(HANDOFF_RESULTS.read_text())
+    except (OSError, ValueError):
+        return HANDOFF_PENDING
 
 # A run leaves no more shared memory in use than this above the level measured before it
 # (tm keeps ended transactions 5 s, the dialog module deleted dialogs until their timer runs;

@@ -152,7 +152,25 @@ def markdown(res: dict, json_path: Path | None = None) -> str:
         lines += ["", f"Target: p99 ≤ 5 ms at 75 % load (python): **{worst:g} ms, "
                       f"{'met' if worst <= 5 else 'MISSED'}**."]
 
-    lines += ["", "## 3. Handoff", "", f"**{figures.HANDOFF_PENDING}**"]
+    lines += ["", "## 3. Handoff", ""]
+    fig3 = res.get("fig3")
+    if not isinstance(fig3, dict) or "desk_to_mobile" not in fig3:
+        fig3 = figures.handoff_figures()
+    if isinstance(fig3, dict) and "desk_to_mobile" in fig3:
+        lines += [f"From `python -m bench.handoff_bench` ({fig3.get('machine', {}).get('when', '?')}); "
+                  "see docs/handoff.md for what each column means.", "",
+                  "| direction | handoffs | failed | far-end gap ms (median / p99 / max) | "
+                  "lost packets | answer → media ms (median / p99) | "
+                  "proxy switch ms (median / p99) |", "|---|---|---|---|---|---|---|"]
+        for name in ("desk_to_mobile", "mobile_to_desk"):
+            r = fig3[name]
+            g, a, sw = r["gap_ms"], r["answer_to_media_ms"], r.get("proxy_switch_ms") or {}
+            lines.append(f"| {name.replace('_', ' ')} | {r['handoffs']} | {r['failed']} | "
+                         f"{g['median']:.1f} / {g['p99']:.1f} / {g['max']:.1f} | "
+                         f"{r['lost_packets_total']} | {a['median']:.1f} / {a['p99']:.1f} | "
+                         f"{_fmt(sw.get('median'))} / {_fmt(sw.get('p99'))} |")
+    else:
+        lines.append(f"**{fig3}**")
 
     lines += ["", "## 4. Memory per concurrent twinned call", "",
               "| routing | concurrent calls (active dialogs) | Kamailio shm at 0 / at N (MB) | "
