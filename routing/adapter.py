@@ -40,6 +40,7 @@ AVP_CALLER_NAME = "$avp(tw_caller_name)"
 AVP_KIND = "$avp(tw_kind)"          # twin | outbound
 FLB_MOBILE = 1                      # branch flag: this branch is the twin leg
 DB_QUEUE = "dbwrites"               # mqueue the background writer drains
+SUBSCRIBER_HTABLE = "subs"          # subscribers, shared by the workers (see routing.store)
 AVP_SUB_ID = "$avp(tw_sub_id)"
 AVP_CONTACT = "$avp(tw_contact)"    # the INVITE's Contact URI
 AVP_RANG = "$avp(tw_rang)"          # devices offered the call: desk,mobile | trunk
@@ -60,6 +61,23 @@ def guarded(route):
                 KSR.sl.sl_send_reply(500, "Server Internal Error")
             return 1
     return run
+
+
+class HtableCache:
+    """routing.store.SharedCache on a Kamailio htable (shared memory, every worker)."""
+
+    def __init__(self, table: str):
+        self.table = table
+
+    def get(self, key: str):
+        value = KSR.htable.sht_get(self.table, key)
+        return str(value) if value else None
+
+    def put(self, key: str, value: str) -> None:
+        KSR.htable.sht_sets(self.table, key, value)
+
+    def clear(self) -> None:
+        KSR.htable.sht_reset(self.table)
 
 
 def reply(code: int, reason: str) -> bool:
@@ -83,7 +101,8 @@ class Handler(HandoffRoutes):
     # ---- lifecycle -------------------------------------------------------------------------
     def child_init(self, rank: int) -> int:
         # Each worker its own connection, made after the fork (lazily on first use).
-        self.store = SubscriberStore(self.cfg.dsn(), self.cfg.statement_timeout_ms)
+        self.store = SubscriberStore(self.cfg.dsn(), self.cfg.statement_timeout_ms,
+                                     shared=HtableCache(SUBSCRIBER_HTABLE))
         self.call_log = CallLog(self.queue_write)
         self.writer = BatchWriter(self.store)
         self.unwritten: list[tuple[str, list]] = []

@@ -9,10 +9,12 @@ lookup costs no round trip.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 import uuid
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import psycopg
 
@@ -38,9 +40,31 @@ class StoreUnavailable(Exception):
     """The database cannot be reached; the caller answers 503 rather than guessing."""
 
 
+class SharedCache(Protocol):
+    """A cache every worker sees (Kamailio's shared-memory htable inside Kamailio)."""
+
+    def get(self, key: str) -> Optional[str]: ...
+    def put(self, key: str, value: str) -> None: ...
+    def clear(self) -> None: ...
+
+
+def _encode(sub: Optional[Subscriber]) -> str:
+    return json.dumps(None if sub is None else dataclasses.astuple(sub))
+
+
+def _decode(text: str) -> Optional[Subscriber]:
+    fields = json.loads(text)
+    return None if fields is None else Subscriber(*fields)
+
+
 class SubscriberStore:
+    """Look-ups go: this worker's dict, then the shared cache (filled once for all workers),
+    then PostgreSQL. A change notification empties both caches."""
+
     def __init__(self, dsn: str, statement_timeout_ms: int,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 shared: Optional[SharedCache] = None):
+        self.shared = shared
         self.dsn = dsn
         self.statement_timeout_ms = statement_timeout_ms
         self.clock = clock
@@ -54,7 +78,7 @@ class SubscriberStore:
     def _connect(self) -> psycopg.Connection:
         if self.conn is not None and not self.conn.closed:
             return self.conn
-        self.by_key.clear()          # what changed while we were away is unknown
+        self._forget()               # what changed while we were away is unknown
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
             # Notifications that arrive while psycopg runs another query (a call-log write)
@@ -87,9 +111,14 @@ class SubscriberStore:
         while pgconn.notifies() is not None:
             self.changed = True
         if self.changed or self.clock() - self.filled_at > MAX_AGE:
-            self.by_key.clear()
+            self._forget()
             self.filled_at = self.clock()
             self.changed = False
+
+    def _forget(self) -> None:
+        self.by_key.clear()
+        if self.shared is not None:
+            self.shared.clear()
 
     def close(self) -> None:
         if self.conn is not None:
@@ -119,12 +148,18 @@ class SubscriberStore:
         self._drain_notifications()
         if key in self.by_key:
             return self.by_key[key]
-        rows = self._query(_SELECT + where, (value,))
-        sub = Subscriber(*rows[0]) if rows else None
+        cached = self.shared.get(key) if self.shared is not None else None
+        if cached is not None:
+            sub = _decode(cached)
+        else:
+            rows = self._query(_SELECT + where, (value,))
+            sub = Subscriber(*rows[0]) if rows else None
+        keys = [key] if sub is None else [f"ext:{sub.extension}", f"did:{sub.did}"]
+        for k in keys:           # one row serves both ways of reaching the subscriber
+            self.by_key[k] = sub
+            if cached is None and self.shared is not None:
+                self.shared.put(k, _encode(sub))
         self.by_key[key] = sub
-        if sub is not None:      # one row serves both ways of reaching the subscriber
-            self.by_key[f"ext:{sub.extension}"] = sub
-            self.by_key[f"did:{sub.did}"] = sub
         return sub
 
     def by_extension(self, ext: str) -> Optional[Subscriber]:
