@@ -113,6 +113,12 @@ class Handler(HandoffRoutes):
                 KSR.warn(f"database not reachable yet ({exc}); will retry per request\n")
         return 0
 
+    @guarded
+    def ksr_dialog_event(self, msg, event: str = "") -> int:
+        if event in ("dialog:end", "dialog:failed") and self.store is not None:
+            self.dialog_ended(pv("$dlg(callid)"), event)
+        return 1
+
     # ---- the background writer ---------------------------------------------------------------
     def queue_write(self, op: str, params: list) -> None:
         if KSR.mqueue.mq_add(DB_QUEUE, op, json.dumps(params)) < 0:

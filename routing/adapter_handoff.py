@@ -437,6 +437,17 @@ class HandoffRoutes:
                   cseq=call.d1_near_cseq + 1000)
         self.send_bye(far)
 
+    def dialog_ended(self, call_id: str, event: str) -> None:
+        """The dialog module ended a dialog (timeout, or an end the routing did not see):
+        release what the call still holds. A call ended by a BYE was released already."""
+        call = self.load_call(call_id)
+        if call is None or call.call_id != call_id:
+            return
+        if call.pending:
+            self.cancel_pending(call)
+        self.delete_media(call)
+        self.drop_call(call, f"ended by the proxy ({event})")
+
     def delete_media(self, call: StitchedCall) -> None:
         try:
             self.media().delete(call.call_id, delete_delay=0)
