@@ -172,17 +172,22 @@ def list_calls(ng: NgOpt = None, as_json: JsonOpt = False,
     run(body)
 
 
+def locate(nodes, call_id: str):
+    """The node that holds the call, or a one-line error naming where it was looked for."""
+    node = nodes.locate(call_id)
+    if node is None:
+        raise RtpctlError(f"call {call_id!r} not found on "
+                          + ", ".join(n.address for n in nodes))
+    return node
+
+
 @app.command()
 def query(call_id: Annotated[str, typer.Argument(metavar="CALL-ID")], ng: NgOpt = None,
           as_json: JsonOpt = False, timeout: TimeoutOpt = DEFAULT_TIMEOUT,
           retries: RetriesOpt = DEFAULT_RETRIES) -> None:
     """Tags, media endpoints and packet counters of one call."""
     def body() -> None:
-        nodes = make_set(ng, timeout, retries)
-        node = nodes.locate(call_id)
-        if node is None:
-            raise RtpctlError(f"call {call_id!r} not found on "
-                              + ", ".join(n.address for n in nodes))
+        node = locate(make_set(ng, timeout, retries), call_id)
         result = node.client.query(call_id)
         if as_json:
             emit_json(query_to_dict(node.address, result))
@@ -231,11 +236,7 @@ def delete(call_id: Annotated[str, typer.Argument(metavar="CALL-ID")], ng: NgOpt
            retries: RetriesOpt = DEFAULT_RETRIES) -> None:
     """Delete a call (or one participant / branch of it) on the rtpengine that holds it."""
     def body() -> None:
-        nodes = make_set(ng, timeout, retries)
-        node = nodes.locate(call_id)
-        if node is None:
-            raise RtpctlError(f"call {call_id!r} not found on "
-                              + ", ".join(n.address for n in nodes))
+        node = locate(make_set(ng, timeout, retries), call_id)
         result = node.client.delete(call_id, from_tag=from_tag, to_tag=to_tag,
                                     via_branch=via_branch, delete_delay=delete_delay)
         if result.warning:

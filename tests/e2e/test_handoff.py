@@ -300,6 +300,23 @@ def test_given_a_call_the_desk_placed_when_it_hands_off_then_the_mobile_takes_it
     assert_nothing_left(stack)
 
 
+def handed_to_mobile(call: Call, logdir, event, what: str):
+    """Run a call the desk hands to the mobile: once `event()` holds, the caller and the
+    mobile must hear each other; then let the call end. Returns what event() returned."""
+    try:
+        calls.start(call, logdir)
+        connect_media(call["caller"], "200", call["desk"], "INVITE")
+        call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
+        seen = wait_for(event, 15, what)
+        after = time.monotonic()
+        hears(call["caller"], call["mobile"], after)
+        hears(call["mobile"], call["caller"], after)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+    return seen
+
+
 def test_given_the_desk_held_the_call_when_it_hands_off_then_two_way_audio_on_the_mobile(
         stack, db, logdir):
     setup_subscriber(db, stack, ring="desk")
@@ -307,18 +324,8 @@ def test_given_the_desk_held_the_call_when_it_hands_off_then_two_way_audio_on_th
     caller = trunk_caller(stack, hold_ms=3000, scenario="uac/call_held.xml")
     call = Call({"desk": desk("uas/desk_hold_handoff.xml", pause_ms=1500, code="*55"),
                  "mobile": mobile("uas/answer.xml", pause_ms=300), "caller": caller})
-    try:
-        calls.start(call, logdir)
-        connect_media(call["caller"], "200", call["desk"], "INVITE")
-        call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
-        resume = wait_for(lambda: len(caller.agent.received("INVITE")) >= 2 and
-                          caller.agent.received("INVITE")[1], 15, "the resume re-INVITE")
-        after = time.monotonic()
-        hears(caller, call["mobile"], after)
-        hears(call["mobile"], caller, after)
-        calls.run(call, logdir)
-    finally:
-        call.close()
+    resume = handed_to_mobile(call, logdir, lambda: len(caller.agent.received("INVITE")) >= 2
+                              and caller.agent.received("INVITE")[1], "the resume re-INVITE")
     hold = caller.agent.received("INVITE")[0]
     assert "a=sendonly" in hold
     assert "a=sendrecv" in resume or "a=send" not in resume          # taken off hold
@@ -334,17 +341,8 @@ def test_given_a_handed_off_call_when_the_far_end_refreshes_then_it_is_answered_
     caller = trunk_caller(stack, hold_ms=4500, scenario="uac/call_reinvite.xml")
     call = Call({"desk": desk("uas/desk_handoff.xml", pause_ms=1000, code="*55"),
                  "mobile": mobile("uas/answer.xml", pause_ms=300), "caller": caller})
-    try:
-        calls.start(call, logdir)
-        connect_media(call["caller"], "200", call["desk"], "INVITE")
-        call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
-        wait_for(lambda: len(caller.agent.received("200")) >= 2, 15, "the re-INVITE's 200")
-        after = time.monotonic()
-        hears(caller, call["mobile"], after)
-        hears(call["mobile"], caller, after)
-        calls.run(call, logdir)
-    finally:
-        call.close()
+    handed_to_mobile(call, logdir, lambda: len(caller.agent.received("200")) >= 2,
+                     "the re-INVITE's 200")
     first, refreshed = caller.agent.received("200")[:2]
     assert calls.media_address(refreshed) == calls.media_address(first)
     assert requests_received(caller.agent) == []
