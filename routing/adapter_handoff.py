@@ -242,41 +242,75 @@ class HandoffRoutes:
 
     # ---- desk → mobile -----------------------------------------------------------------------
     def refer_to_mobile(self, call: StitchedCall) -> bool:
+        """The desk pressed Handoff: a blind transfer (REFER) to the handoff code."""
         if call.near.device != "desk":
             return self.answer_locally(403, "Call Is Not On The Desk")
         if call.pending:
             return self.answer_locally(491, "Handoff Already In Progress")
-        sub = self.store.by_extension(call.extension)
-        refusal = self.twin_refusal(sub)
+        refusal = self.twin_refusal(self.store.by_extension(call.extension))
         if refusal:
             return self.answer_locally(403, refusal)
         KSR.tm.t_newtran()
         KSR.tm.t_reply(202, "Accepted")
+        return self.ring_mobile(call)
+
+    def code_to_mobile(self, call: StitchedCall) -> bool:
+        """The desk dialled the handoff code while its call is held: ring the mobile; the
+        desk hears ringing, and its code call ends when the handoff does."""
+        if call.pending:
+            return self.answer_locally(491, "Handoff Already In Progress")
+        refusal = self.twin_refusal(self.store.by_extension(call.extension))
+        if refusal:
+            return self.answer_locally(403, refusal)
+        KSR.tm.t_newtran()
+        KSR.tm.t_reply(180, "Ringing Your Mobile")
+        return self.ring_mobile(call, pv("$ci"), pv("$cs"))
+
+    def ring_mobile(self, call: StitchedCall, code_call: str = "", code_cseq: str = "") -> bool:
         pending = Pending("mobile", model.new_leg_call_id(self.realm), model.new_tag("t"),
-                          model.new_tag("h"), model.new_tag("v"), time.time())
+                          model.new_tag("h"), model.new_tag("v"), time.time(),
+                          code_call=code_call, code_cseq=code_cseq)
+        call.pending = pending
         try:
             offer = self.media().offer(call.call_id, pending.helper_tag,
                                        model.placeholder_sdp(str(int(time.time()))),
                                        OfferOptions(via_branch=pending.via_branch, **MEDIA_FLAGS))
         except RtpctlError as exc:
             KSR.err(f"handoff offer for {call.call_id}: {exc}\n")
-            self.notify_transfer(call, call.near, "SIP/2.0 500 Media Server Error")
+            self.handoff_ended(call, 500, "Media Server Error")
             self.save_call(call)
             return DONE
+        sub = self.store.by_extension(call.extension)
         KSR.pv.sets("$ru", f"sip:{sub.twin_number}@{self.realm}")
         if KSR.dispatcher.ds_select_domain(self.cfg.dispatcher_set, 8) < 0:
             self.media().delete(call.call_id, from_tag=pending.helper_tag)
-            self.notify_transfer(call, call.near, "SIP/2.0 503 No Trunk Available")
+            self.handoff_ended(call, 503, "No Trunk Available")
             self.save_call(call)
             return DONE
         mobile_uri = pv("$ru")
         pending.handoff_id = self.call_log.handoff_started(call.call_id, "desk", "mobile")
-        call.pending = pending
         self.save_call(call)
         headers = model.invite_to_mobile(call, pending, mobile_uri, self.realm,
                                          self.leg_contact, sub.did)
         KSR.tm.t_uac_send("INVITE", mobile_uri, "", "", headers, offer.sdp)
         return DONE
+
+    def handoff_ended(self, call: StitchedCall, code: int, reason: str,
+                      desk: Optional[Leg] = None) -> None:
+        """Tell the desk how a handoff to the mobile ended: NOTIFY for a transfer, the final
+        reply to its code call otherwise. On success the desk's held leg also gets BYE (a
+        transferring desk hangs up by itself after the NOTIFY)."""
+        pending = call.pending
+        desk = desk or call.near
+        if pending and pending.code_call:
+            KSR.tmx.t_reply_callid(pending.code_call, pending.code_cseq,
+                                   480 if code < 300 else code,
+                                   "Call Moved To Your Mobile" if code < 300 else reason)
+            if code < 300:
+                self.send_bye(desk)
+        else:
+            self.notify_transfer(call, desk, f"SIP/2.0 {code} {reason}")
+        call.pending = None
 
     def twin_refusal(self, sub) -> Optional[str]:
         if sub is None or not sub.twin_number:
@@ -320,7 +354,8 @@ class HandoffRoutes:
             KSR.err(f"handoff switch for {call.call_id}: {exc}\n")
         switch_ms = (time.perf_counter() - started) * 1000
         model.leave(call, mobile)
-        self.notify_transfer(call, old, "SIP/2.0 200 OK")
+        call.pending = pending                  # handoff_ended reads how it was asked for
+        self.handoff_ended(call, 200, "OK", desk=old)
         if call.far_held:
             self.resume_far_end(call)
         self.save_call(call)
@@ -333,10 +368,9 @@ class HandoffRoutes:
             self.media().delete(call.call_id, from_tag=pending.helper_tag, delete_delay=0)
         except RtpctlError as exc:
             KSR.err(f"handoff clean-up for {call.call_id}: {exc}\n")
-        call.pending = None
         KSR.htable.sht_rm(HT, f"l:{pending.leg_call_id}")
         self.call_log.state({}, [f"l:{pending.leg_call_id}"])
-        self.notify_transfer(call, call.near, f"SIP/2.0 {code} {reason or 'Failed'}")
+        self.handoff_ended(call, code, reason or "Failed")
         self.save_call(call)
         self.call_log.handoff_finished(pending.handoff_id, _outcome(code))
 
@@ -379,7 +413,11 @@ class HandoffRoutes:
         d1 = _ht_get(f"s:{extension}:mobile")
         call = self.load_call(d1) if d1 else None
         if call is None or call.near.device != "mobile":
-            return self.answer_locally(480, "No Call On Your Mobile")
+            d1 = _ht_get(f"s:{extension}:desk")
+            on_desk = self.load_call(d1) if d1 else None
+            if on_desk is not None and on_desk.near.device == "desk":
+                return self.code_to_mobile(on_desk)
+            return self.answer_locally(480, "No Call To Hand Off")
         if call.pending:
             return self.answer_locally(491, "Handoff Already In Progress")
         if KSR.textops.has_body_type("application/sdp") < 0:

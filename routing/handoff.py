@@ -59,6 +59,8 @@ class Pending:
     via_branch: str
     started_at: float
     handoff_id: Optional[str] = None   # the handoff row's key in the call log
+    code_call: str = ""                 # the desk's INVITE to *55 that asked for it, if it was
+    code_cseq: str = ""                 # dialled rather than a REFER: answered when it ends
 
 
 @dataclass

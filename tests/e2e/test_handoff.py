@@ -372,3 +372,38 @@ def test_given_a_handed_off_call_when_kamailio_restarts_then_either_side_can_sti
     assert call["mobile"].agent.received("BYE")
     assert requests_received(call["caller"].agent) == []
     assert_nothing_left(stack)
+
+
+def test_given_a_held_call_on_the_desk_when_the_desk_dials_the_code_then_the_mobile_takes_it(
+        stack, db, logdir):
+    """The second way to hand off to the mobile: hold the call, dial *55 (no transfer key)."""
+    setup_subscriber(db, stack, ring="desk")
+    register_desk(stack, logdir)
+    caller = trunk_caller(stack, hold_ms=2500, scenario="uac/call_held.xml")
+    call = Call({"desk": desk("uas/desk_hold_wait_bye.xml", pause_ms=1000),
+                 "mobile": mobile("uas/answer.xml", pause_ms=500), "caller": caller})
+    code_call = take_back(stack, "uac/desk_rejected.xml")
+    try:
+        calls.start(call, logdir)
+        connect_media(call["caller"], "200", call["desk"], "INVITE")
+        wait_for(lambda: call["desk"].agent.received("200"), 10, "the desk's hold to be answered")
+        call.parties["code"] = code_call
+        calls.start(Call({"code": code_call}), logdir)
+        call["mobile"].probe.talk_to(*call["mobile"].media_from("INVITE"))
+        resume = wait_for(lambda: len(caller.agent.received("INVITE")) >= 2 and
+                          caller.agent.received("INVITE")[1], 15, "the resume re-INVITE")
+        after = time.monotonic()
+        hears(call["caller"], call["mobile"], after)
+        hears(call["mobile"], call["caller"], after)
+        calls.run(call, logdir)
+    finally:
+        call.close()
+    assert code_call.agent.received("180")                       # the desk heard it ring
+    final = code_call.agent.received("480")[0].split("\r\n", 1)[0]
+    assert "Mobile" in final                                     # …and why its call ended
+    assert call["desk"].agent.received("BYE")                    # the held leg is released
+    assert CALLER_NUM in call["mobile"].agent.received("INVITE")[0].split("\r\n\r\n")[0]
+    assert "a=sendrecv" in resume or "a=send" not in resume      # the far end is resumed
+    assert calls.db_settled(db, "SELECT outcome FROM handoff WHERE completed_at IS NOT NULL"
+                            )[0]["outcome"] == "completed"
+    assert_nothing_left(stack)
