@@ -245,26 +245,23 @@ class HandoffRoutes:
         """The desk pressed Handoff: a blind transfer (REFER) to the handoff code."""
         if call.near.device != "desk":
             return self.answer_locally(403, "Call Is Not On The Desk")
-        if call.pending:
-            return self.answer_locally(491, "Handoff Already In Progress")
-        refusal = self.twin_refusal(self.store.by_extension(call.extension))
-        if refusal:
-            return self.answer_locally(403, refusal)
-        KSR.tm.t_newtran()
-        KSR.tm.t_reply(202, "Accepted")
-        return self.ring_mobile(call)
+        return self.start_to_mobile(call, 202, "Accepted")
 
     def code_to_mobile(self, call: StitchedCall) -> bool:
         """The desk dialled the handoff code while its call is held: ring the mobile; the
         desk hears ringing, and its code call ends when the handoff does."""
+        return self.start_to_mobile(call, 180, "Ringing Your Mobile", pv("$ci"), pv("$cs"))
+
+    def start_to_mobile(self, call: StitchedCall, code: int, reason: str,
+                        code_call: str = "", code_cseq: str = "") -> bool:
         if call.pending:
             return self.answer_locally(491, "Handoff Already In Progress")
         refusal = self.twin_refusal(self.store.by_extension(call.extension))
         if refusal:
             return self.answer_locally(403, refusal)
         KSR.tm.t_newtran()
-        KSR.tm.t_reply(180, "Ringing Your Mobile")
-        return self.ring_mobile(call, pv("$ci"), pv("$cs"))
+        KSR.tm.t_reply(code, reason)
+        return self.ring_mobile(call, code_call, code_cseq)
 
     def ring_mobile(self, call: StitchedCall, code_call: str = "", code_cseq: str = "") -> bool:
         pending = Pending("mobile", model.new_leg_call_id(self.realm), model.new_tag("t"),
