@@ -11,8 +11,6 @@ from pathlib import Path
 
 from twinctl import stack as stack_mod
 
-from . import testbed as tb
-
 TICK = os.sysconf("SC_CLK_TCK")
 
 

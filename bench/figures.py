@@ -177,7 +177,6 @@ def memory(run: Run, routing: str, calls: int = 500, rate: float = 50,
 
     worker = threading.Thread(target=place)
     worker.start()
-    peak = {"active_dialogs": 0}
     up_by = time.monotonic() + calls / rate + 8
     while time.monotonic() < up_by:
         time.sleep(0.5)

@@ -213,7 +213,6 @@ def run_step(cfg, target: str, rate: float, duration: float, logdir: Path, *,
             time.sleep(0.05)
     finally:
         sipp.stop(agents)
-    elapsed = time.monotonic() - started
     stats = read_stats(logdir / "caller_stats.csv")
     result.created = _int(stats, "TotalCallCreated")
     result.successful = _int(stats, "SuccessfulCall(C)")

@@ -161,9 +161,6 @@ class Handler(HandoffRoutes):
             self.handoff_leg_reply()
         return 1
 
-    def ksr_onsend_route(self, msg) -> int:
-        return 1
-
     # ---- steps -----------------------------------------------------------------------------
     def reqinit(self) -> bool:
         if KSR.maxfwd.process_maxfwd(10) < 0:
