@@ -420,7 +420,7 @@ class Handler(HandoffRoutes):
         """The twin leg failed on one gateway (5xx, 408) while the desk may still ring: try
         the next gateway of the set for the mobile alone."""
         code = int(pv("$T_reply_code") or 0)
-        if not KSR.isbflagset(FLB_MOBILE) or not (code >= 500 or code == 408) \
+        if not KSR.isbflagset(FLB_MOBILE) or not rules.gateway_failed(code) \
                 or KSR.tm.t_is_canceled() > 0:
             return 1
         KSR.pv.sets("$ru", f"sip:{pv(AVP_TWIN)}@{self.realm}")
@@ -451,8 +451,9 @@ class Handler(HandoffRoutes):
         if KSR.tm.t_is_canceled() > 0:
             return 1
         code = int(pv("$T_reply_code") or 0)
-        if (code >= 500 or code == 408) and KSR.dispatcher.ds_next_domain() > 0:
-            return 0 if self.relay("ksr_failure_outbound") else 1
+        if rules.gateway_failed(code) and KSR.dispatcher.ds_next_domain() > 0:
+            self.relay("ksr_failure_outbound")
+            return 1
         KSR.rtpengine.rtpengine_delete0()
         return 1
 

@@ -154,6 +154,11 @@ def asserted_identity_header(number: str, name: str, domain: str) -> str:
     return f"P-Asserted-Identity: {display}<sip:{number}@{domain}>\r\n"
 
 
+def gateway_failed(final_code: int) -> bool:
+    """A gateway's answer that means "try the next gateway" (5xx, or no answer at all)."""
+    return final_code >= 500 or final_code == 408
+
+
 def voicemail_reason(final_code: int) -> str:
     """Diversion reason for the voicemail leg, from how the ring group ended."""
     return "user-busy" if final_code in (486, 600) else "no-answer"

@@ -85,4 +85,6 @@ def test_headers_are_well_formed():
     assert rules.asserted_identity_header("+1312", 'Bad "Name"', "pbx") == (
         'P-Asserted-Identity: "Bad Name" <sip:+1312@pbx>\r\n')
     assert rules.voicemail_reason(486) == "user-busy"
+    assert rules.gateway_failed(503) and rules.gateway_failed(408)
+    assert not rules.gateway_failed(486) and not rules.gateway_failed(404)
     assert rules.voicemail_reason(408) == "no-answer"
