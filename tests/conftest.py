@@ -10,7 +10,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-TEST_CONFIG = Path(__file__).resolve().parent / "site-test.toml"
+# TWIN_TEST_CONFIG runs the suite against another private stack (other loopback net and state
+# dir), so two runs on one machine never share daemons.
+TEST_CONFIG = Path(os.environ.get("TWIN_TEST_CONFIG")
+                   or Path(__file__).resolve().parent / "site-test.toml")
 os.environ["TWIN_CONFIG"] = str(TEST_CONFIG)          # twinctl run by tests uses it too
 os.environ.pop("TWIN_STATE_DIR", None)
 

@@ -1,15 +1,20 @@
 """Loopback roles of the test stack and helpers to put subscribers in place."""
 from __future__ import annotations
 
+import os
+
 import psycopg
 
+from twinctl import config as site_config
 from twinctl.commands import subscriber as subscriber_cmd
 from twinctl.config import SiteConfig
 
-TRUNK_IP = "127.0.1.2"        # the carrier: callers to DIDs, and the mobile behind it
-VOICEMAIL_IP = "127.0.1.4"
-DESK_IPS = ("127.0.1.3", "127.0.1.5", "127.0.1.6", "127.0.1.7")
-STRANGER_IP = "127.0.1.9"     # not a trunk, not a phone
+# The roles sit beside the proxy (x.y.z.1) of the stack the suite runs against.
+_NET = site_config.load().proxy_address.rsplit(".", 1)[0]
+TRUNK_IP = f"{_NET}.2"        # the carrier: callers to DIDs, and the mobile behind it
+VOICEMAIL_IP = f"{_NET}.4"
+DESK_IPS = tuple(f"{_NET}.{n}" for n in (3, 5, 6, 7))
+STRANGER_IP = f"{_NET}.9"     # not a trunk, not a phone
 
 
 def add_subscriber(conn: psycopg.Connection, cfg: SiteConfig, ext: str, did: str,
