@@ -31,13 +31,15 @@ def ksr():
 def handler(ksr):
     import importlib
 
-    from routing import adapter
-    importlib.reload(adapter)          # bind the freshly installed stub
+    from routing import adapter, kemi, media, registrar, requests, ring
+    from routing.handoff import routes
+    for module in (kemi, media, routes, requests, registrar, ring, adapter):
+        importlib.reload(module)       # bind the freshly installed stub
     from twinctl.config import load
     from tests.conftest import TEST_CONFIG
     from tests.unit.test_decisions import subscriber
     h = adapter.Handler(load(TEST_CONFIG))
-    h.store = FakeStore([subscriber()])
+    h.wire(FakeStore([subscriber()]))
     return h
 
 
@@ -73,7 +75,7 @@ def test_given_the_database_down_then_503_not_a_crash(ksr, handler):
     class Down(FakeStore):
         def by_did(self, did):
             raise StoreUnavailable("connection refused")
-    handler.store = Down([])
+    handler.wire(Down([]))
     trunk_invite(ksr, "2125550101")
     assert handler.ksr_request_route(None) == 1
     assert ksr.called("sl.sl_send_reply") == [(503, "Service Unavailable")]

@@ -1,0 +1,72 @@
+"""SDP the handoff needs to read or write: the placeholder offer that opens a handoff, the
+codecs a device offered, hold, and the origin version of an SDP the proxy gives again."""
+from __future__ import annotations
+
+import re
+
+PLACEHOLDER_CODECS = (("0", "PCMU/8000"), ("8", "PCMA/8000"), ("101", "telephone-event/8000"))
+STATIC_PAYLOADS = {"0": "PCMU", "8": "PCMA", "18": "G729", "9": "G722"}
+
+
+def placeholder_sdp(session_id: str) -> str:
+    """The offer that opens a handoff on the far end's call: nothing real listens at it (TEST-NET
+    address, port 9), it only asks rtpengine for the ports the new device will use."""
+    pts = " ".join(pt for pt, _ in PLACEHOLDER_CODECS)
+    lines = ["v=0", f"o=- {session_id} 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1",
+             "t=0 0", f"m=audio 9 RTP/AVP {pts}"]
+    lines += [f"a=rtpmap:{pt} {name}" for pt, name in PLACEHOLDER_CODECS]
+    lines += ["a=fmtp:101 0-15", "a=sendrecv", "a=ptime:20"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _rtpmap(sdp: str) -> dict[str, str]:
+    return {m.group(1): m.group(2).split("/")[0].upper()
+            for m in re.finditer(r"^a=rtpmap:(\d+) ([^\s]+)", sdp, re.M)}
+
+
+def _offered(sdp: str) -> set[str]:
+    """Encoding names (upper case) a device's SDP offers."""
+    names = set(_rtpmap(sdp).values())
+    m_line = re.search(r"^m=audio \d+ [^ ]+ ([0-9 ]+)", sdp, re.M)
+    if m_line:
+        names |= {STATIC_PAYLOADS[pt] for pt in m_line.group(1).split() if pt in STATIC_PAYLOADS}
+    return names
+
+
+def restrict_codecs(sdp: str, offered_by_device: str) -> str:
+    """Keep in `sdp` only the audio codecs the device offered (and their a= lines)."""
+    allowed = _offered(offered_by_device)
+    rtpmap = _rtpmap(sdp)
+
+    def keep(pt: str) -> bool:
+        return rtpmap.get(pt, STATIC_PAYLOADS.get(pt, "")) in allowed
+
+    out = []
+    dropped: set[str] = set()
+    for line in sdp.splitlines():
+        m_line = re.match(r"^(m=audio \d+ \S+) ([0-9 ]+)$", line)
+        if m_line:
+            pts = m_line.group(2).split()
+            kept = [pt for pt in pts if keep(pt)] or pts[:1]
+            dropped = set(pts) - set(kept)
+            line = f"{m_line.group(1)} {' '.join(kept)}"
+        else:
+            attr = re.match(r"^a=(rtpmap|fmtp|rtcp-fb):(\d+)", line)
+            if attr and attr.group(2) in dropped:
+                continue
+        out.append(line)
+    return "\r\n".join(out) + "\r\n"
+
+
+def is_hold(sdp: str) -> bool:
+    """Whether an offer puts the other side on hold (RFC 3264 sendonly/inactive, or the old
+    c=0.0.0.0 form)."""
+    return bool(re.search(r"^a=(sendonly|inactive)\s*$", sdp, re.M)
+                or re.search(r"^c=IN IP4 0\.0\.0\.0\s*$", sdp, re.M))
+
+
+def bump_origin_version(sdp: str) -> str:
+    """A changed SDP must carry a higher o= version (RFC 3264)."""
+    def bump(m: re.Match) -> str:
+        return f"{m.group(1)}{int(m.group(2)) + 1}{m.group(3)}"
+    return re.sub(r"^(o=\S+ \S+ )(\d+)( )", bump, sdp, count=1, flags=re.M)

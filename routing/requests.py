@@ -1,0 +1,70 @@
+"""Request checks and the requests that are not new calls: malformed or looping requests,
+CANCEL, in-dialog requests, and OPTIONS to the proxy itself."""
+from __future__ import annotations
+
+import KSR
+
+from .handoff.routes import CSEQ_AVP
+from .kemi import DONE, NEXT, pv, reply
+
+SANITY_CHECKS = 17895                # ruri, version, cseq, content-length, to/from, ... (sanity)
+SANITY_URI_CHECKS = 7
+MAX_HOPS = 10
+
+
+class RequestRoutes:
+    def __init__(self, media, handoff):
+        self.media = media
+        self.handoff = handoff
+
+    def reqinit(self) -> bool:
+        if KSR.maxfwd.process_maxfwd(MAX_HOPS) < 0:
+            return reply(483, "Too Many Hops")
+        if KSR.sanity.sanity_check(SANITY_CHECKS, SANITY_URI_CHECKS) < 0:
+            # sanity has already answered 400 (or dropped what it cannot answer).
+            KSR.xlog.xlog("L_NOTICE", "malformed $rm from $si:$sp refused\n")
+            return DONE
+        return NEXT
+
+    def cancel(self) -> bool:
+        if not KSR.is_CANCEL():
+            return NEXT
+        if self.handoff.code_call_cancelled() is DONE:
+            return DONE
+        if KSR.tm.t_check_trans() > 0:
+            self.media.drop_call()
+            KSR.tm.t_relay()
+        return DONE
+
+    def within_dialog(self) -> bool:
+        if KSR.siputils.has_totag() < 0:
+            return NEXT
+        if self.handoff.in_dialog() is DONE:
+            return DONE
+        if KSR.rr.loose_route() > 0:
+            if KSR.is_BYE():
+                self.media.drop_call()
+            elif (KSR.is_INVITE() or KSR.is_UPDATE()) and \
+                    KSR.textops.has_body_type("application/sdp") > 0:
+                self.media.offer_in_dialog()
+            if KSR.is_INVITE() or KSR.is_UPDATE() or pv(CSEQ_AVP):
+                KSR.tm.t_on_reply("ksr_reply_indialog")
+            KSR.tm.t_relay()
+            return DONE
+        if KSR.is_ACK():
+            if KSR.tm.t_check_trans() > 0:
+                KSR.tm.t_relay()
+            return DONE
+        return reply(404, "Not Here")
+
+    def reply_in_dialog(self) -> None:
+        if KSR.textops.has_body_type("application/sdp") > 0:
+            self.media.answer_in_dialog()
+        self.handoff.renumbered_reply()
+
+    @staticmethod
+    def local_request() -> bool:
+        """OPTIONS to the proxy itself: the keepalive and health probe."""
+        if KSR.is_OPTIONS() and not pv("$rU") and KSR.is_myself_ruri():
+            return reply(200, "OK")
+        return NEXT
