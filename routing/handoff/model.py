@@ -149,6 +149,7 @@ def start_to_mobile(call: StitchedCall, via_refer: bool, code_call: str = "",
         return [Reply(403, refusal)]
     call.pending = Pending(new_leg_call_id(domain or "proxy"), new_tag("t"), new_tag("h"),
                            new_tag("v"), code_call=code_call, code_cseq=code_cseq)
+    call.legs.append(call.pending.leg_call_id)
     call.phase = Phase.RINGING
     reply = Reply(202, "Accepted") if via_refer else Reply(180, "Ringing Your Mobile")
     return [reply, HandoffStarted(Device.DESK, Device.MOBILE), RingMobile(call.pending), Save()]
@@ -222,6 +223,8 @@ def _leave(call: StitchedCall, new_near: Leg) -> None:
     still sends is answered by the proxy)."""
     old = call.near
     call.departed.append(f"{old.call_id} {old.tag}")
+    if new_near.call_id not in call.legs:
+        call.legs.append(new_near.call_id)
     call.near = new_near
     call.pending = None
     call.phase = Phase.STITCHED

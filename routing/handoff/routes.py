@@ -114,8 +114,9 @@ class HandoffRoutes:
         return DONE
 
     def code_call_cancelled(self) -> bool:
-        """A CANCEL: NEXT unless it ends a code call whose handoff is still ringing."""
-        call = self.calls.load(pv("$ci"))
+        """A CANCEL: NEXT unless it ends a code call whose handoff is still ringing (the desk
+        dials as its extension, so its call is the one on its desk)."""
+        call = self._call_on(pv("$fU"), Device.DESK)
         if call is None or call.pending is None or call.pending.code_call != pv("$ci"):
             return NEXT
         self.run(call, model.code_call_cancelled(call))

@@ -116,6 +116,7 @@ class StitchedCall:
     phase: Phase = Phase.CONNECTED
     far_held: bool = False      # the near end last put the far end on hold
     departed: list[str] = field(default_factory=list)   # "call-id tag" of devices that left
+    legs: list[str] = field(default_factory=list)       # every leg Call-ID keyed to this call
     pending: Optional[Pending] = None
     handoffs: int = 0
 
@@ -158,21 +159,17 @@ def state_of(call: StitchedCall) -> tuple[dict[str, str], list[str]]:
     before and no longer do."""
     values = {call_key(call.call_id): call.to_json(),
               device_key(call.extension, call.near.device): call.call_id}
-    legs = [call.near.call_id] + ([call.pending.leg_call_id, call.pending.code_call]
-                                  if call.pending else [])
-    values.update({leg_key(c): call.call_id for c in legs if c and c != call.call_id})
+    current = [call.near.call_id] + ([call.pending.leg_call_id] if call.pending else [])
+    values.update({leg_key(c): call.call_id for c in current if c != call.call_id})
     gone = [device_key(call.extension, call.near.device.other())]
     return values, gone
 
 
 def all_keys(call: StitchedCall) -> list[str]:
     """Every key the call may have used, for its release."""
-    legs = [call.near.call_id, *(d.split(" ")[0] for d in call.departed)]
-    if call.pending:
-        legs += [call.pending.leg_call_id, call.pending.code_call]
-    return ([call_key(call.call_id)] + [device_key(call.extension, d)
-                                         for d in (Device.DESK, Device.MOBILE)]
-            + sorted({leg_key(c) for c in legs if c and c != call.call_id}))
+    return ([call_key(call.call_id)]
+            + [device_key(call.extension, d) for d in (Device.DESK, Device.MOBILE)]
+            + [leg_key(c) for c in call.legs])
 
 
 def new_tag(prefix: str) -> str:
