@@ -41,6 +41,7 @@ def answered(extension: str, call_id: str, caller: Leg, callee: Leg, far_side: S
              far_number: str, far_name: str) -> StitchedCall:
     """A 2xx to an initial INVITE. `caller` and `callee` are D1's two parties, each with the
     CSeq number it has seen from the other and the URI/tag the proxy would speak to it as."""
+    caller.local_contact, callee.local_contact = callee.contact, caller.contact
     far, near = (caller, callee) if far_side is Side.CALLER else (callee, caller)
     return StitchedCall(call_id, extension, far=far, near=near, far_side=far_side,
                         d1_tags=(caller.tag, callee.tag), far_number=far_number,
@@ -232,8 +233,10 @@ def _leave(call: StitchedCall, new_near: Leg) -> None:
 
 
 def resume_request(call: StitchedCall, sdp: str, contact: str) -> Send:
-    return call.far.request("INVITE", sdp, f"Contact: <{contact}>\r\n"
-                            "Content-Type: application/sdp\r\n", count=False)
+    """The re-INVITE that takes back the desk's hold: from now on the far end's requests
+    come to the proxy itself (`contact`), which stands in for the desk."""
+    call.far.local_contact = contact
+    return call.far.request("INVITE", sdp, "Content-Type: application/sdp\r\n", count=False)
 
 
 # ---- messages the proxy sends ------------------------------------------------------------------

@@ -107,7 +107,7 @@ class HandoffRoutes:
         self._reply(200, "OK", given)
         desk = Leg(Device.DESK, pv("$ci"), pv("$ft"), pv("$(ct{tobody.uri})"), pv("$fu"),
                    local_uri=pv("$tu"), local_tag=pv("$ltt(t)"), cseq=int(pv("$cs") or 1),
-                   sdp=desk_sdp, given_sdp=given)
+                   sdp=desk_sdp, given_sdp=given, local_contact=self.contact)
         self.run(call, model.desk_answered(call, desk, branch))
         self.call_log.handoff_finished(handoff_id, model.Outcome.COMPLETED.value,
                                        self.switch_ms, answered=True)
@@ -135,7 +135,8 @@ class HandoffRoutes:
             return
         mobile = Leg(Device.MOBILE, call.pending.leg_call_id, pv("$tt"),
                      pv("$(ct{tobody.uri})"), pv("$tu"), local_uri=pv("$fu"),
-                     local_tag=call.pending.local_tag, cseq=1, sdp=pv("$rb"))
+                     local_tag=call.pending.local_tag, cseq=1, sdp=pv("$rb"),
+                     local_contact=self.contact)
         self.run(call, model.mobile_answered(call, mobile))
 
     def dialog_ended(self, call_id: str) -> None:

@@ -11,6 +11,7 @@ from typing import Optional
 from .actions import Send
 
 
+TARGET_REFRESH = ("INVITE", "UPDATE", "NOTIFY", "SUBSCRIBE", "REFER")
 LEG_PREFIX = "twho-"        # Call-IDs of the legs the proxy originates: cheap to recognise
 
 
@@ -75,14 +76,19 @@ class Leg:
     shift: int = 0              # numbers the proxy used up in its direction (relays add them)
     sdp: str = ""               # its last SDP (answers a far-end re-INVITE)
     given_sdp: str = ""         # the SDP the proxy gave it (answers its re-INVITE)
+    local_contact: str = ""     # the Contact the party knows for our side (its target)
 
     def request(self, method: str, body: str = "", extra: str = "",
                 count: bool = True) -> "Send":
         """The next in-dialog request the proxy sends this party. `count`: the number is
-        also used up in a dialog the proxy relays (see the CSeq rule above)."""
+        also used up in a dialog the proxy relays (see the CSeq rule in model.py). Target
+        refresh requests carry the Contact the party already has for our side, so speaking
+        for someone never moves the party's target."""
         self.cseq += 1
         if count:
             self.shift += 1
+        if method in TARGET_REFRESH and self.local_contact:
+            extra = f"Contact: <{self.local_contact}>\r\n{extra}"
         headers = (f"From: <{self.local_uri}>;tag={self.local_tag}\r\n"
                    f"To: <{self.uri}>;tag={self.tag}\r\n"
                    f"Call-ID: {self.call_id}\r\n"

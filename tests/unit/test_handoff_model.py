@@ -94,6 +94,14 @@ def test_given_a_handed_off_call_then_its_keys_cover_d1_the_leg_and_the_device()
     assert set(values) <= set(all_keys(call))
 
 
+def test_given_a_failed_handoff_then_its_leg_is_still_released_with_the_call():
+    call = call_on_desk()
+    model.start_to_mobile(call, via_refer=True)
+    leg = call.pending.leg_call_id
+    model.mobile_refused(call, 603, "Decline")
+    assert leg_key(leg) in all_keys(call) and leg_key(leg) not in state_of(call)[0]
+
+
 # ---- in D1: relaying and the CSeq rule ---------------------------------------------------------
 
 def test_given_both_parties_in_d1_then_requests_are_relayed_unchanged():
@@ -118,6 +126,7 @@ def test_given_a_failed_handoff_then_the_far_ends_later_bye_is_renumbered_above_
     actions = model.mobile_refused(call, 603, "Decline")
     notify = sent(actions, "NOTIFY")[0]
     assert cseq_of(notify) == 11 and "SIP/2.0 603 Decline" in notify.body
+    assert "Contact: <sip:carol@10.0.0.2>" in notify.headers     # the desk's target stays
     assert call.phase is Phase.CONNECTED and call.near.shift == 1
     bye = model.in_dialog(call, Sender.FAR, "BYE", 11)
     assert Relay(12) in bye and Drop("hung up by the far end") in bye
@@ -181,6 +190,7 @@ def test_given_the_desk_held_before_the_transfer_then_the_hold_is_taken_back():
     assert ResumeFar() in actions and not call.far_held
     resume = model.resume_request(call, "sdp", "sip:handoff@pbx")
     assert cseq_of(resume) == 3 and "tag=desk-tag" in resume.headers   # as the departed desk
+    assert "Contact: <sip:handoff@pbx>" in resume.headers
 
 
 def test_given_the_code_dialled_with_the_call_held_then_the_code_call_ends_480_and_desk_bye():
