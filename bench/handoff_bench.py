@@ -43,7 +43,8 @@ from tests.conftest import forget_registrations  # noqa: E402
 from tests.support import calls, sipp  # noqa: E402
 from tests.support.calls import Call, connect_media, desk, mobile  # noqa: E402
 from tests.support.rtp import wait_for  # noqa: E402
-from twinctl import config, stack  # noqa: E402
+from twinctl import stack  # noqa: E402
+from twinning import config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -13,7 +13,7 @@ import traceback
 
 import KSR  # provided by app_python3 inside Kamailio
 
-from twinctl.config import SiteConfig, load as load_config
+from twinning.config import SiteConfig, load as load_config
 
 from . import decisions as rules
 from .adapter_handoff import HandoffRoutes

@@ -17,10 +17,10 @@ TEST_CONFIG = Path(os.environ.get("TWIN_TEST_CONFIG")
 os.environ["TWIN_CONFIG"] = str(TEST_CONFIG)          # twinctl run by tests uses it too
 os.environ.pop("TWIN_STATE_DIR", None)
 
-from twinctl import config as site_config  # noqa: E402
 from twinctl import rpc  # noqa: E402
 from twinctl import stack as stack_mod  # noqa: E402
 from twinctl.errors import TwinctlError  # noqa: E402
+from twinning import config as site_config  # noqa: E402
 
 LOG_ROOT = Path(os.environ.get("TWIN_TEST_LOGS", "/tmp/twinning-test-logs"))
 

@@ -22,8 +22,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from twinning.config import REPO_ROOT, SiteConfig
+
 from . import migrate as migrations
-from .config import REPO_ROOT, SiteConfig
 from .errors import TwinctlError
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

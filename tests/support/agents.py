@@ -5,9 +5,9 @@ import os
 
 import psycopg
 
-from twinctl import config as site_config
 from twinctl.commands import subscriber as subscriber_cmd
-from twinctl.config import SiteConfig
+from twinning import config as site_config
+from twinning.config import SiteConfig
 
 # The roles sit beside the proxy (x.y.z.1) of the stack the suite runs against.
 _NET = site_config.load().proxy_address.rsplit(".", 1)[0]

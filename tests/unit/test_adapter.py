@@ -33,7 +33,7 @@ def handler(ksr):
 
     from routing import adapter
     importlib.reload(adapter)          # bind the freshly installed stub
-    from twinctl.config import load
+    from twinning.config import load
     from tests.conftest import TEST_CONFIG
     from tests.unit.test_decisions import subscriber
     h = adapter.Handler(load(TEST_CONFIG))

@@ -8,9 +8,9 @@ import typer
 from psycopg import sql
 
 from routing.numbers import parse_nanp
+from twinning.config import SiteConfig
 
 from .. import context, output
-from ..config import SiteConfig
 from ..db import connect
 from ..errors import Conflict
 from .common import (check_display_name, check_extension, check_password, digest_hashes,
