@@ -13,6 +13,7 @@ import traceback
 
 import KSR  # provided by app_python3 inside Kamailio
 
+from twinning import numbers
 from twinning.config import SiteConfig, load as load_config
 
 from . import decisions as rules
@@ -253,7 +254,7 @@ class Handler(HandoffRoutes):
         if sub is None:
             return reply(404, "Not Found")
         # Carriers send the caller as 10 digits, 1+10 or E.164: the mobile leg asserts E.164.
-        caller_num = rules.normalize_nanp(pv("$fU")) or pv("$fU")
+        caller_num = numbers.normalize_nanp(pv("$fU")) or pv("$fU")
         caller_name = pv("$fn").strip('"')
         return self.twin_ring(sub, caller_num, caller_name)
 
@@ -285,7 +286,7 @@ class Handler(HandoffRoutes):
             callee = self.store.by_did(target.value)
             if callee is not None:
                 return self.twin_ring(callee, caller.did, caller.display_name)
-            refusal = rules.outbound_refusal(target.value)
+            refusal = numbers.outbound_refusal(target.value)
             if refusal:
                 return reply(403, refusal)
             return self.outbound(caller, target.value)

@@ -14,6 +14,7 @@ from typing import Optional
 import KSR
 
 from rtpctl import AnswerOptions, Client, OfferOptions, RtpctlError
+from twinning.numbers import is_dialable_twin
 
 from . import decisions as rules
 from . import handoff as model
@@ -314,7 +315,6 @@ class HandoffRoutes:
             return "No Twin Number Set"
         if not rules.license_allows_twinning(sub.license):
             return "License Does Not Include Twinning"
-        from .numbers import is_dialable_twin
         if not is_dialable_twin(sub.twin_number):
             return "Twin Number Not Allowed"
         return None

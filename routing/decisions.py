@@ -2,16 +2,14 @@
 KSR, the database or the network, so every rule is unit-tested directly."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-from .numbers import is_dialable_twin
+from twinning.numbers import is_dialable_twin, normalize_nanp
 
 LICENSE_ORDER = ("basic", "entry-ucc", "standard-ucc", "premium-ucc")
 TWINNING_MIN_LICENSE = "entry-ucc"
-PREMIUM_CODES = ("900", "976")
 
 
 @dataclass(frozen=True)
@@ -46,23 +44,6 @@ class Target:
     value: str              # the extension, the E.164 number, the code as dialled
 
 
-_DIGITS = re.compile(r"^\+?[0-9]+$")
-
-
-def normalize_nanp(user: str) -> Optional[str]:
-    """10-digit, 1+10 or +1 E.164 (as carriers and phones put it in a request URI) → E.164."""
-    if not _DIGITS.match(user or ""):
-        return None
-    digits = user.lstrip("+")
-    if user.startswith("+") and not digits.startswith("1"):
-        return None
-    if len(digits) == 11 and digits[0] == "1":
-        digits = digits[1:]
-    if len(digits) != 10 or digits[0] in "01" or digits[3] in "01":
-        return None
-    return "+1" + digits
-
-
 def classify_dialled(user: str, handoff_code: str, emergency: tuple[str, ...]) -> Target:
     user = (user or "").strip()
     if user == handoff_code:
@@ -75,16 +56,6 @@ def classify_dialled(user: str, handoff_code: str, emergency: tuple[str, ...]) -
     if e164:
         return Target(Dialled.NUMBER, e164)
     return Target(Dialled.INVALID, user)
-
-
-def outbound_refusal(e164: str) -> Optional[str]:
-    """Why a desk may not call this external number (toll-fraud guard), or None."""
-    npa, nxx = e164[2:5], e164[5:8]
-    if npa in PREMIUM_CODES or nxx == "976":
-        return "Premium-Rate Numbers Not Allowed"
-    if npa[1:] == "11" or nxx[1:] == "11":
-        return "Not A Valid Number"
-    return None
 
 
 def license_allows_twinning(tier: str) -> bool:

@@ -8,8 +8,8 @@ from typing import Optional
 import psycopg
 import typer
 
-from routing.numbers import NumberError
 from twinning.config import ConfigError
+from twinning.numbers import NumberError
 
 from . import context
 from .commands import calls, db, stack, status, subscriber, trunk, twin

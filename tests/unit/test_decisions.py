@@ -72,13 +72,6 @@ def test_classify_dialled(user, kind, value):
     assert (target.kind, target.value) == (kind, value)
 
 
-@pytest.mark.parametrize("number,refused", [("+19005550101", True), ("+12129765555", True),
-                                            ("+14115550101", True), ("+18005550101", False),
-                                            ("+12125550101", False)])
-def test_outbound_toll_fraud_guard(number, refused):
-    assert (rules.outbound_refusal(number) is not None) == refused
-
-
 def test_headers_are_well_formed():
     assert rules.diversion_header("+12125550101", "pbx", "no-answer") == (
         "Diversion: <sip:+12125550101@pbx>;reason=no-answer;counter=1;privacy=off\r\n")

@@ -7,8 +7,8 @@ import psycopg
 import typer
 from psycopg import sql
 
-from routing.numbers import parse_nanp
 from twinning.config import SiteConfig
+from twinning.numbers import parse_nanp
 
 from .. import context, output
 from ..db import connect
