@@ -14,6 +14,7 @@ from typing import Optional
 import KSR
 
 from rtpctl import AnswerOptions, Client, OfferOptions, RtpctlError
+from twinning import licence
 from twinning.numbers import is_dialable_twin
 
 from . import decisions as rules
@@ -313,7 +314,7 @@ class HandoffRoutes:
     def twin_refusal(self, sub) -> Optional[str]:
         if sub is None or not sub.twin_number:
             return "No Twin Number Set"
-        if not rules.license_allows_twinning(sub.license):
+        if not licence.allows_twinning(sub.license):
             return "License Does Not Include Twinning"
         if not is_dialable_twin(sub.twin_number):
             return "Twin Number Not Allowed"

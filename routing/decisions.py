@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
+from twinning import licence
 from twinning.numbers import is_dialable_twin, normalize_nanp
-
-LICENSE_ORDER = ("basic", "entry-ucc", "standard-ucc", "premium-ucc")
-TWINNING_MIN_LICENSE = "entry-ucc"
 
 
 @dataclass(frozen=True)
@@ -58,13 +56,6 @@ def classify_dialled(user: str, handoff_code: str, emergency: tuple[str, ...]) -
     return Target(Dialled.INVALID, user)
 
 
-def license_allows_twinning(tier: str) -> bool:
-    try:
-        return LICENSE_ORDER.index(tier) >= LICENSE_ORDER.index(TWINNING_MIN_LICENSE)
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class RingDecision:
     desk: bool
@@ -94,8 +85,8 @@ def decide_ring(sub: Subscriber, desk_registered: bool, twin_legs_in_use: int,
         why_not_mobile = "mobile not ticked"
     elif not sub.twin_number:
         why_not_mobile = "no twin set"
-    elif not license_allows_twinning(sub.license):
-        why_not_mobile = f"license {sub.license} below {TWINNING_MIN_LICENSE}"
+    elif not licence.allows_twinning(sub.license):
+        why_not_mobile = f"license {sub.license} below {licence.TWINNING_MIN}"
     elif not is_dialable_twin(sub.twin_number):
         why_not_mobile = f"twin {sub.twin_number} refused by the toll-fraud guard"
     elif twin_legs_in_use >= max_twin_legs:

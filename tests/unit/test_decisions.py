@@ -7,6 +7,7 @@ import pytest
 
 from routing import decisions as rules
 from routing.decisions import Dialled, Subscriber
+from twinning import licence
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +25,7 @@ CASES = list(itertools.product(
     ("ring-group", "voicemail"),            # status sends calls to
     (True, False),                          # desk ticked
     (True, False),                          # mobile ticked
-    rules.LICENSE_ORDER,                    # license tier
+    licence.TIERS,                          # license tier
     (TWIN, None),                           # twin set
     (True, False),                          # desk registered
 ))
