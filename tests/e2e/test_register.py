@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import sipp
-from tests.support.agents import DESK_IPS, add_subscriber
+from lab import sipp
+from lab.agents import DESK_IPS, add_subscriber
 from twinctl import rpc, stack as stack_mod
 
 pytestmark = pytest.mark.e2e

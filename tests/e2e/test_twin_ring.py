@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from tests.support import calls
-from tests.support.calls import (CALLER_NUM, SUB_DID, SUB_TWIN, Call, assert_nothing_left,
+from lab import calls
+from lab.calls import (CALLER_NUM, SUB_DID, SUB_TWIN, Call, assert_nothing_left,
                                  desk, mobile, register_desk, setup_subscriber, trunk_caller,
                                  voicemail)
 from twinctl.commands import status as status_cmd
