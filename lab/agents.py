@@ -1,8 +1,6 @@
 """Loopback roles of the test stack and helpers to put subscribers in place."""
 from __future__ import annotations
 
-import os
-
 import psycopg
 
 from twinctl.commands import subscriber as subscriber_cmd

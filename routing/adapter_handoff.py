@@ -17,7 +17,6 @@ from rtpctl import AnswerOptions, Client, OfferOptions, RtpctlError
 from twinning import licence
 from twinning.numbers import is_dialable_twin
 
-from . import decisions as rules
 from . import handoff as model
 from .handoff import Leg, Pending, Sender, StitchedCall
 
