@@ -14,6 +14,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from twinning import config as site_config
+
 from . import dbstats, figures, report
 from . import testbed as tb
 
@@ -98,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     p_report = sub.add_parser("report", help="rewrite RESULTS.md and the plot from a JSON file")
     p_report.add_argument("json", nargs="?", default=str(RESULTS / "latest.json"))
     sub.add_parser("down", help="stop the bench stack")
+    p_smoke = sub.add_parser("smoke", help="one low-rate load step against the stack of "
+                                           "$TWIN_CONFIG, correctness only (the test suite's)")
+    p_smoke.add_argument("--logdir", required=True, help="where the agents' logs go")
+    p_smoke.add_argument("--rate", type=float, default=5, help="calls per second")
+    p_smoke.add_argument("--seconds", type=float, default=5, help="length of the step")
+    p_smoke.add_argument("--subscribers", type=int, default=10, help="subscribers dialled")
+    p_native = sub.add_parser("check-native", help="kamailio -c on the native-cfg baseline, "
+                                                   "rendered for the stack of $TWIN_CONFIG")
+    p_native.add_argument("--scratch", required=True, help="folder to render the cfg into")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.quick, args.keep_up, args.step_seconds, set(args.only) if args.only else None)
@@ -105,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         report.write(json.loads(Path(args.json).read_text()), json_path=Path(args.json))
     elif args.command == "down":
         tb.down(tb.load_config())
+    elif args.command in ("smoke", "check-native"):
+        # Here, not at the top: the lab's roles are read from $TWIN_CONFIG's stack on import.
+        from . import smoke
+        if args.command == "check-native":
+            return smoke.check_native_cli(site_config.load(), args.scratch)
+        return smoke.smoke_cli(site_config.load(), args.logdir, args.rate, args.seconds,
+                               args.subscribers)
     return 0
 
 

@@ -39,11 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TWIN_CONFIG", str(ROOT / "tests" / "site-test.toml"))
 
-from tests.conftest import forget_registrations  # noqa: E402
-from tests.support import calls, sipp  # noqa: E402
-from tests.support.calls import Call, connect_media, desk, mobile  # noqa: E402
-from tests.support.rtp import wait_for  # noqa: E402
-from twinctl import config, stack  # noqa: E402
+from lab import calls, sipp  # noqa: E402
+from lab.calls import Call, connect_media, desk, forget_registrations, mobile  # noqa: E402
+from lab.rtp import wait_for  # noqa: E402
+from twinctl import stack  # noqa: E402
+from twinning import config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

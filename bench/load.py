@@ -1,5 +1,5 @@
 """One load step: a caller agent at a fixed rate for a fixed time against a target, with the
-answering agents the target needs, through the project's SIPp launcher (tests/support/sipp.py).
+answering agents the target needs, through the project's SIPp launcher (lab/sipp.py).
 
 Targets:
   twin    trunk caller -> proxy -> desk (answers after ring_ms) + mobile (rings until CANCEL)
@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tests.support import sipp
+from lab import sipp
 
 from . import testbed as tb
 

@@ -11,14 +11,14 @@ import psycopg
 from psycopg.rows import dict_row
 
 from rtpctl import Client
-from twinctl import config as site_config
 from twinctl import rpc
 from twinctl import stack as stack_mod
 from twinctl.commands import status as status_cmd
 from twinctl.commands import subscriber as subscriber_cmd
 from twinctl.commands import twin as twin_cmd
-from twinctl.config import SiteConfig
 from twinctl.errors import TwinctlError
+from twinning import config as site_config
+from twinning.config import SiteConfig
 
 BENCH = Path(__file__).resolve().parent
 SITE = BENCH / "site-bench.toml"

@@ -1,8 +1,9 @@
 """The file Kamailio's app_python3 loads. It only makes our packages importable and hands over
 to routing.adapter; everything else lives in ordinary, testable modules.
 
-It lives in kamailio/, not routing/: app_python3 puts the script's folder first on sys.path,
-and routing/numbers.py would then shadow the standard library's `numbers`."""
+It lives in kamailio/, not in a package's folder: app_python3 puts the script's folder first on
+sys.path, and that package's modules would then shadow standard ones (twinning/numbers.py the
+standard library's `numbers`)."""
 import glob
 import os
 import site

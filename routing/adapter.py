@@ -9,7 +9,8 @@ import logging
 import KSR  # provided by app_python3 inside Kamailio
 
 from rtpctl import Client
-from twinctl.config import SiteConfig, load as load_config
+from twinning import licence, numbers
+from twinning.config import SiteConfig, load as load_config
 
 from . import decisions as rules
 from .calls import CallStore
@@ -35,10 +36,9 @@ def twin_refusal(sub) -> str | None:
     """Why the subscriber's calls cannot go to the twin now (None: they can)."""
     if sub is None or not sub.twin_number:
         return "No Twin Number Set"
-    if not rules.license_allows_twinning(sub.license):
+    if not licence.allows_twinning(sub.license):
         return "License Does Not Include Twinning"
-    from .numbers import is_dialable_twin
-    if not is_dialable_twin(sub.twin_number):
+    if not numbers.is_dialable_twin(sub.twin_number):
         return "Twin Number Not Allowed"
     return None
 
@@ -114,7 +114,7 @@ class Handler:
         if sub is None:
             return reply(404, "Not Found")
         # Carriers send the caller as 10 digits, 1+10 or E.164: the mobile leg asserts E.164.
-        caller_num = rules.normalize_nanp(pv("$fU")) or pv("$fU")
+        caller_num = numbers.normalize_nanp(pv("$fU")) or pv("$fU")
         return self.ring.twin_ring(sub, caller_num, pv("$fn").strip('"'))
 
     def from_phone(self, target: rules.Target) -> bool:
@@ -138,7 +138,7 @@ class Handler:
         elif target.kind is Dialled.NUMBER:
             callee = self.store.by_did(target.value)
             if callee is None:
-                refusal = rules.outbound_refusal(target.value)
+                refusal = numbers.outbound_refusal(target.value)
                 return reply(403, refusal) if refusal else \
                     self.ring.outbound(caller, target.value)
         if callee is None:

@@ -2,16 +2,12 @@
 KSR, the database or the network, so every rule is unit-tested directly."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-from .numbers import is_dialable_twin
-
-LICENSE_ORDER = ("basic", "entry-ucc", "standard-ucc", "premium-ucc")
-TWINNING_MIN_LICENSE = "entry-ucc"
-PREMIUM_CODES = ("900", "976")
+from twinning import licence
+from twinning.numbers import is_dialable_twin, normalize_nanp
 
 
 @dataclass(frozen=True)
@@ -46,23 +42,6 @@ class Target:
     value: str              # the extension, the E.164 number, the code as dialled
 
 
-_DIGITS = re.compile(r"^\+?[0-9]+$")
-
-
-def normalize_nanp(user: str) -> Optional[str]:
-    """10-digit, 1+10 or +1 E.164 (as carriers and phones put it in a request URI) → E.164."""
-    if not _DIGITS.match(user or ""):
-        return None
-    digits = user.lstrip("+")
-    if user.startswith("+") and not digits.startswith("1"):
-        return None
-    if len(digits) == 11 and digits[0] == "1":
-        digits = digits[1:]
-    if len(digits) != 10 or digits[0] in "01" or digits[3] in "01":
-        return None
-    return "+1" + digits
-
-
 def classify_dialled(user: str, handoff_code: str, emergency: tuple[str, ...]) -> Target:
     user = (user or "").strip()
     if user == handoff_code:
@@ -75,23 +54,6 @@ def classify_dialled(user: str, handoff_code: str, emergency: tuple[str, ...]) -
     if e164:
         return Target(Dialled.NUMBER, e164)
     return Target(Dialled.INVALID, user)
-
-
-def outbound_refusal(e164: str) -> Optional[str]:
-    """Why a desk may not call this external number (toll-fraud guard), or None."""
-    npa, nxx = e164[2:5], e164[5:8]
-    if npa in PREMIUM_CODES or nxx == "976":
-        return "Premium-Rate Numbers Not Allowed"
-    if npa[1:] == "11" or nxx[1:] == "11":
-        return "Not A Valid Number"
-    return None
-
-
-def license_allows_twinning(tier: str) -> bool:
-    try:
-        return LICENSE_ORDER.index(tier) >= LICENSE_ORDER.index(TWINNING_MIN_LICENSE)
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -123,8 +85,8 @@ def decide_ring(sub: Subscriber, desk_registered: bool, twin_legs_in_use: int,
         why_not_mobile = "mobile not ticked"
     elif not sub.twin_number:
         why_not_mobile = "no twin set"
-    elif not license_allows_twinning(sub.license):
-        why_not_mobile = f"license {sub.license} below {TWINNING_MIN_LICENSE}"
+    elif not licence.allows_twinning(sub.license):
+        why_not_mobile = f"license {sub.license} below {licence.TWINNING_MIN}"
     elif not is_dialable_twin(sub.twin_number):
         why_not_mobile = f"twin {sub.twin_number} refused by the toll-fraud guard"
     elif twin_legs_in_use >= max_twin_legs:

@@ -43,7 +43,7 @@ RetriesOpt = Annotated[int, typer.Option("--retries", min=1, help="Tries in all 
 def default_ng() -> tuple[str, int]:
     """The site config's rtpengine, or the stock address when there is no usable config."""
     try:
-        from twinctl.config import ConfigError, load
+        from twinning.config import ConfigError, load
     except ImportError:  # rtpctl installed without the rest of the project
         return FALLBACK_NG
     try:

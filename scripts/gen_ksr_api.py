@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twinctl import config, rpc  # noqa: E402
+from twinctl import rpc  # noqa: E402
+from twinning import config  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "support" / "ksr_api.json"
 

@@ -17,10 +17,9 @@ TEST_CONFIG = Path(os.environ.get("TWIN_TEST_CONFIG")
 os.environ["TWIN_CONFIG"] = str(TEST_CONFIG)          # twinctl run by tests uses it too
 os.environ.pop("TWIN_STATE_DIR", None)
 
-from twinctl import config as site_config  # noqa: E402
-from twinctl import rpc  # noqa: E402
+from lab.calls import forget_registrations  # noqa: E402
 from twinctl import stack as stack_mod  # noqa: E402
-from twinctl.errors import TwinctlError  # noqa: E402
+from twinning import config as site_config  # noqa: E402
 
 LOG_ROOT = Path(os.environ.get("TWIN_TEST_LOGS", "/tmp/twinning-test-logs"))
 
@@ -48,17 +47,6 @@ def db(stack):
         conn.execute("DELETE FROM subscriber")
         conn.execute("DELETE FROM call")
         yield conn
-
-
-def forget_registrations(cfg, conn) -> None:
-    """Through Kamailio, not behind its back: usrloc writes through to the table, and a row
-    deleted under it would make its next UPDATE a silent no-op."""
-    for row in conn.execute("SELECT DISTINCT username FROM location").fetchall():
-        try:
-            rpc.call(cfg, "ul.rm", "location", row["username"])
-        except TwinctlError:
-            pass
-    conn.execute("DELETE FROM location")
 
 
 @pytest.fixture

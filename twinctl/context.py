@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .config import SiteConfig, load
+from twinning.config import SiteConfig, load
 
 _config_path: str | None = None
 

@@ -7,7 +7,8 @@ from typing import Iterator
 import psycopg
 from psycopg.rows import dict_row
 
-from .config import SiteConfig
+from twinning.config import SiteConfig
+
 from .errors import TwinctlError
 
 

@@ -8,11 +8,11 @@ from typing import Optional
 import psycopg
 import typer
 
-from routing.numbers import NumberError
+from twinning.config import ConfigError
+from twinning.numbers import NumberError
 
 from . import context
 from .commands import calls, db, stack, status, subscriber, trunk, twin
-from .config import ConfigError
 from .errors import TwinctlError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

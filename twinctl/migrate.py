@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psycopg
 
-from .config import REPO_ROOT
+from twinning.config import REPO_ROOT
+
 from .errors import TwinctlError
 
 MIGRATIONS_DIR = REPO_ROOT / "sql" / "migrations"

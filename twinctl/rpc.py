@@ -8,7 +8,8 @@ import select
 import time
 from pathlib import Path
 
-from .config import SiteConfig
+from twinning.config import SiteConfig
+
 from .errors import TwinctlError
 
 _counter = itertools.count()

@@ -22,8 +22,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from rtpctl import Client, RtpctlError
+from twinning.config import REPO_ROOT, SiteConfig
+
 from . import migrate as migrations
-from .config import REPO_ROOT, SiteConfig
 from .errors import TwinctlError
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -151,7 +153,6 @@ def sql_ping(cfg: SiteConfig) -> str | None:
 
 
 def ng_ping(cfg: SiteConfig, timeout: float = 0.5) -> bool:
-    from rtpctl import Client, RtpctlError
     with Client(cfg.rtpengine_ng.host, cfg.rtpengine_ng.port, timeout=timeout, retries=1) as ng:
         try:
             ng.ping()

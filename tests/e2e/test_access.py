@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import calls
-from tests.support.agents import STRANGER_IP, TRUNK_IP
-from tests.support.calls import setup_subscriber
+from lab import calls
+from lab.agents import STRANGER_IP, TRUNK_IP
+from lab.calls import setup_subscriber
 from twinctl import stack as stack_mod
 
 pytestmark = pytest.mark.e2e

@@ -8,11 +8,10 @@ import time
 
 import pytest
 
-from tests.support import calls
-from tests.support.calls import (CALLER_NUM, SUB_TWIN, Call, assert_nothing_left,
-                                 connect_media, desk, mobile, register_desk, setup_subscriber,
-                                 trunk_caller)
-from tests.support.rtp import assert_two_way, wait_for
+from lab import calls
+from lab.calls import (CALLER_NUM, SUB_TWIN, Call, assert_nothing_left, connect_media, desk,
+                       mobile, register_desk, setup_subscriber, trunk_caller)
+from lab.rtp import assert_two_way, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -35,7 +35,7 @@ def handler(ksr):
     from routing.handoff import routes
     for module in (kemi, media, routes, requests, registrar, ring, adapter):
         importlib.reload(module)       # bind the freshly installed stub
-    from twinctl.config import load
+    from twinning.config import load
     from tests.conftest import TEST_CONFIG
     from tests.unit.test_decisions import subscriber
     h = adapter.Handler(load(TEST_CONFIG))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from twinctl import config as site_config
+from twinning import config as site_config
 
 pytestmark = pytest.mark.unit
 

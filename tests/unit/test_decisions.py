@@ -7,6 +7,7 @@ import pytest
 
 from routing import decisions as rules
 from routing.decisions import Dialled, Subscriber
+from twinning import licence
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +25,7 @@ CASES = list(itertools.product(
     ("ring-group", "voicemail"),            # status sends calls to
     (True, False),                          # desk ticked
     (True, False),                          # mobile ticked
-    rules.LICENSE_ORDER,                    # license tier
+    licence.TIERS,                          # license tier
     (TWIN, None),                           # twin set
     (True, False),                          # desk registered
 ))
@@ -70,13 +71,6 @@ def test_given_a_twin_the_guard_forbids_then_the_mobile_is_not_rung(twin):
 def test_classify_dialled(user, kind, value):
     target = rules.classify_dialled(user, "*55", ("911",))
     assert (target.kind, target.value) == (kind, value)
-
-
-@pytest.mark.parametrize("number,refused", [("+19005550101", True), ("+12129765555", True),
-                                            ("+14115550101", True), ("+18005550101", False),
-                                            ("+12125550101", False)])
-def test_outbound_toll_fraud_guard(number, refused):
-    assert (rules.outbound_refusal(number) is not None) == refused
 
 
 def test_headers_are_well_formed():

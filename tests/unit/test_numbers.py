@@ -1,6 +1,6 @@
 import pytest
 
-from routing.numbers import NumberError, is_dialable_twin, parse_nanp
+from twinning.numbers import NumberError, is_dialable_twin, outbound_refusal, parse_nanp
 
 pytestmark = pytest.mark.unit
 
@@ -40,3 +40,10 @@ def test_given_the_guard_then_only_e164_geographic_numbers_are_dialable():
     assert is_dialable_twin("+19175550123")
     for bad in ("+19005550123", "9175550123", "+442071234567", "+14115550123", "", "+1917555012x"):
         assert not is_dialable_twin(bad)
+
+
+@pytest.mark.parametrize("number,refused", [("+19005550101", True), ("+12129765555", True),
+                                            ("+14115550101", True), ("+18005550101", False),
+                                            ("+12125550101", False)])
+def test_outbound_toll_fraud_guard(number, refused):
+    assert (outbound_refusal(number) is not None) == refused

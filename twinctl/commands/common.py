@@ -6,10 +6,11 @@ import re
 
 import psycopg
 
+from twinning import licence
+
 from ..errors import NotFound, TwinctlError
 
 EXTENSION = re.compile(r"^[0-9]{4}$")
-LICENSE_TIERS = ("basic", "entry-ucc", "standard-ucc", "premium-ucc")
 
 
 def check_extension(ext: str) -> str:
@@ -19,12 +20,12 @@ def check_extension(ext: str) -> str:
 
 
 def parse_license(text: str) -> str:
-    """Accept entry-ucc, entry_ucc, 'Entry UCC', ENTRYUCC … for the tiers of the price list."""
-    key = re.sub(r"[\s_-]+", "", text.strip().lower())
-    for tier in LICENSE_TIERS:
-        if key in (tier.replace("-", ""), tier.replace("-ucc", "")):
-            return tier
-    raise TwinctlError(f"unknown license tier {text!r}; one of: {', '.join(LICENSE_TIERS)}")
+    """The tier of the price list the operator means (twinning.licence.parse), as an operator
+    error."""
+    try:
+        return licence.parse(text)
+    except licence.LicenceError as exc:
+        raise TwinctlError(str(exc)) from None
 
 
 def subscriber_row(conn: psycopg.Connection, ext: str, lock: bool = False) -> dict:

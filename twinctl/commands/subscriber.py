@@ -7,10 +7,11 @@ import psycopg
 import typer
 from psycopg import sql
 
-from routing.numbers import parse_nanp
+from twinning import licence
+from twinning.config import SiteConfig
+from twinning.numbers import parse_nanp
 
 from .. import context, output
-from ..config import SiteConfig
 from ..db import connect
 from ..errors import Conflict
 from .common import (check_display_name, check_extension, check_password, digest_hashes,
@@ -40,7 +41,7 @@ _SUMMARY = """
 
 
 def add_subscriber(conn: psycopg.Connection, cfg: SiteConfig, ext: str, did: str, name: str,
-                   password: str, license: str = "entry-ucc",
+                   password: str, license: str = licence.DEFAULT,
                    ring_timeout: Optional[int] = None,
                    voicemail_box: Optional[str] = None) -> dict:
     ext = check_extension(ext)
@@ -119,8 +120,8 @@ def add_cli(ext: str = typer.Argument(..., help="4-digit extension (also the SIP
             did: str = typer.Option(..., "--did", help="DID, North American 10-digit number."),
             name: str = typer.Option(..., "--name", help="Display name."),
             password: str = typer.Option(..., "--password", help="Desk phone SIP password."),
-            license: str = typer.Option("entry-ucc", "--license",
-                                        help="basic|entry-ucc|standard-ucc|premium-ucc"),
+            license: str = typer.Option(licence.DEFAULT, "--license",
+                                        help="|".join(licence.TIERS)),
             ring_timeout: Optional[int] = typer.Option(None, "--ring-timeout",
                                                        help="Seconds before voicemail."),
             voicemail_box: Optional[str] = typer.Option(None, "--voicemail-box",
@@ -174,9 +175,9 @@ def passwd_cli(ext: str,
     output.info(f"password of {ext} changed")
 
 
-@app.command("license")
+@app.command("license", help=f"Set the license tier (twinning needs {licence.TWINNING_MIN} "
+                             "or above).")
 def license_cli(ext: str, tier: str) -> None:
-    """Set the license tier (twinning needs entry-ucc or above)."""
     with connect(context.config()) as conn:
         tier = set_license(conn, ext, tier)
     output.info(f"license of {ext} is now {tier}")

@@ -8,8 +8,9 @@ import socket
 import psycopg
 import typer
 
+from twinning.config import ConfigError, HostPort, SiteConfig
+
 from .. import context, output, rpc
-from ..config import ConfigError, HostPort, SiteConfig
 from ..db import connect
 from ..errors import Conflict, NotFound, TwinctlError
 

@@ -6,7 +6,7 @@ from typing import Optional
 import psycopg
 import typer
 
-from routing.numbers import parse_nanp
+from twinning.numbers import parse_nanp
 
 from .. import context, output
 from ..db import connect

@@ -1,13 +1,11 @@
 """Loopback roles of the test stack and helpers to put subscribers in place."""
 from __future__ import annotations
 
-import os
-
 import psycopg
 
-from twinctl import config as site_config
 from twinctl.commands import subscriber as subscriber_cmd
-from twinctl.config import SiteConfig
+from twinning import config as site_config
+from twinning.config import SiteConfig
 
 # The roles sit beside the proxy (x.y.z.1) of the stack the suite runs against.
 _NET = site_config.load().proxy_address.rsplit(".", 1)[0]
@@ -15,6 +13,7 @@ TRUNK_IP = f"{_NET}.2"        # the carrier: callers to DIDs, and the mobile beh
 VOICEMAIL_IP = f"{_NET}.4"
 DESK_IPS = tuple(f"{_NET}.{n}" for n in (3, 5, 6, 7))
 STRANGER_IP = f"{_NET}.9"     # not a trunk, not a phone
+SECOND_GATEWAY_IP = f"{_NET}.12"   # another carrier gateway, for failover between gateways
 
 
 def add_subscriber(conn: psycopg.Connection, cfg: SiteConfig, ext: str, did: str,

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SIPP = "/usr/bin/sipp"
-SCENARIOS = Path(__file__).resolve().parent.parent / "e2e" / "scenarios"
+# Scenario files live beside the e2e tests, one folder per case; benchmarks name them too.
+SCENARIOS = Path(__file__).resolve().parent.parent / "tests" / "e2e" / "scenarios"
 
 
 @dataclass

@@ -11,6 +11,7 @@ from rtpctl import Client
 from twinctl import rpc
 from twinctl.commands import status as status_cmd
 from twinctl.commands import twin as twin_cmd
+from twinctl.errors import TwinctlError
 
 from . import sipp
 from .agents import DESK_IPS, TRUNK_IP, VOICEMAIL_IP, add_subscriber
@@ -42,6 +43,17 @@ def register_desk(cfg, logdir: Path, ext: str = SUB_EXT, ip: str = DESK_IPS[0],
                        keys={"user": ext, "expires": "600"}, extra=["-au", ext, "-ap", password])
     sipp.run([agent], logdir, timeout=15)
     assert agent.received("200"), "desk registration failed"
+
+
+def forget_registrations(cfg, conn) -> None:
+    """Through Kamailio, not behind its back: usrloc writes through to the table, and a row
+    deleted under it would make its next UPDATE a silent no-op."""
+    for row in conn.execute("SELECT DISTINCT username FROM location").fetchall():
+        try:
+            rpc.call(cfg, "ul.rm", "location", row["username"])
+        except TwinctlError:
+            pass
+    conn.execute("DELETE FROM location")
 
 
 @dataclass

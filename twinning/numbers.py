@@ -3,23 +3,40 @@
 A twin or DID must be a North American geographic or mobile number. We check the digit rules
 ourselves first, so the operator gets the precise reason (N11, premium, bad exchange), then ask
 `phonenumbers` whether the area code exists and what kind of number it is.
+
+The premium-rate and N11 rules are defined here once; twin input, the twin guard and the
+outbound guard all ask them. The database's is_nanp_number() (sql/migrations/0002) repeats them
+in SQL, and tests/integration/test_number_rules_sql.py checks that the two agree.
 """
 from __future__ import annotations
 
 import functools
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-PREMIUM_CODES = frozenset({"900", "976"})
+PREMIUM_AREA_CODES = frozenset({"900", "976"})
+PREMIUM_EXCHANGE = "976"          # premium in every area code
 _ALLOWED_TYPES = frozenset({
     PhoneNumberType.FIXED_LINE,
     PhoneNumberType.MOBILE,
     PhoneNumberType.FIXED_LINE_OR_MOBILE,
 })
 _PUNCTUATION = re.compile(r"[\s().\-/]")
+_DIGITS = re.compile(r"^\+?[0-9]+$")
+
+
+def is_premium_rate(npa: str, nxx: str) -> bool:
+    """The one premium-rate rule: area code 900 or 976, or exchange 976 in any area code."""
+    return npa in PREMIUM_AREA_CODES or nxx == PREMIUM_EXCHANGE
+
+
+def is_n11(code: str) -> bool:
+    """The one N11 rule: 211 ... 911 are service codes, never an area code or an exchange."""
+    return code[1:] == "11"
 
 
 class NumberError(ValueError):
@@ -71,13 +88,13 @@ def parse_nanp(text: str) -> NanpNumber:
     npa, nxx = digits[:3], digits[3:6]
     if npa[0] in "01":
         raise NumberError(f"{text!r}: area code {npa} is invalid (it cannot start with 0 or 1)")
-    if npa[1:] == "11":
+    if is_n11(npa):
         raise NumberError(f"{text!r}: {npa} is an N11 service code, not an area code")
-    if npa in PREMIUM_CODES or nxx == "976":
+    if is_premium_rate(npa, nxx):
         raise NumberError(f"{text!r}: premium-rate numbers (900/976) are not allowed")
     if nxx[0] in "01":
         raise NumberError(f"{text!r}: exchange {nxx} is invalid (it cannot start with 0 or 1)")
-    if nxx[1:] == "11":
+    if is_n11(nxx):
         raise NumberError(f"{text!r}: exchange {nxx} is an N11 service code")
     parsed = phonenumbers.parse("+1" + digits, None)
     if not phonenumbers.is_valid_number(parsed):
@@ -100,3 +117,27 @@ def is_dialable_twin(e164: str) -> bool:
         return parse_nanp(e164).e164 == e164
     except NumberError:
         return False
+
+
+def normalize_nanp(user: str) -> Optional[str]:
+    """10-digit, 1+10 or +1 E.164 (as carriers and phones put it in a request URI) → E.164."""
+    if not _DIGITS.match(user or ""):
+        return None
+    digits = user.lstrip("+")
+    if user.startswith("+") and not digits.startswith("1"):
+        return None
+    if len(digits) == 11 and digits[0] == "1":
+        digits = digits[1:]
+    if len(digits) != 10 or digits[0] in "01" or digits[3] in "01":
+        return None
+    return "+1" + digits
+
+
+def outbound_refusal(e164: str) -> Optional[str]:
+    """Why a desk may not call this external number (toll-fraud guard), or None."""
+    npa, nxx = e164[2:5], e164[5:8]
+    if is_premium_rate(npa, nxx):
+        return "Premium-Rate Numbers Not Allowed"
+    if is_n11(npa) or is_n11(nxx):
+        return "Not A Valid Number"
+    return None
