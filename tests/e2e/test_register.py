@@ -24,7 +24,8 @@ def test_given_a_subscriber_when_the_desk_registers_with_the_right_password_then
         stack, db, logdir):
     add_subscriber(db, stack, "1001", "2125550101", "secret1")
     agent = register(stack, logdir, "desk", "1001", "secret1", 200)
-    assert agent.received("401") and 'Digest realm="127.0.1.1"' in agent.received("401")[0]
+    challenge = agent.received("401")
+    assert challenge and f'Digest realm="{stack.proxy_address}"' in challenge[0]
     assert agent.received("200")
     rows = db.execute("SELECT username, contact FROM location").fetchall()
     assert [(r["username"], r["contact"]) for r in rows] == [

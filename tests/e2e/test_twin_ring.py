@@ -6,6 +6,7 @@ import re
 import pytest
 
 from tests.support import calls
+from tests.support.agents import SPARE_GW_IP
 from tests.support.calls import (CALLER_NUM, SUB_DID, SUB_TWIN, Call, assert_nothing_left,
                                  desk, mobile, register_desk, setup_subscriber, trunk_caller,
                                  voicemail)
@@ -77,7 +78,7 @@ def test_given_nobody_answers_when_the_ring_timeout_ends_then_the_subscribers_vo
                  "voicemail": voicemail(pause_ms=100), "caller": trunk_caller(stack, hold_ms=2000)})
     calls.talk(call, logdir, "caller", "200", "voicemail", "INVITE")
     invite = call["voicemail"].agent.received("INVITE")[0]
-    assert invite.startswith("INVITE sip:1001@127.0.1.4")         # the mailbox
+    assert invite.startswith(f"INVITE sip:1001@{calls.VOICEMAIL_IP}")    # the mailbox
     assert SUB_DID in header(invite, "Diversion") and "no-answer" in header(invite, "Diversion")
     assert call["desk"].agent.received("CANCEL") and call["mobile"].agent.received("CANCEL")
     assert_nothing_left(stack)
@@ -129,7 +130,7 @@ def test_given_a_voicemail_status_then_calls_go_straight_to_voicemail(stack, db,
     call = Call({"voicemail": voicemail(pause_ms=100), "caller": trunk_caller(stack, hold_ms=500)})
     rung = calls.run_watching(call, logdir, DESK_SIDE, MOBILE_SIDE)
     invite = call["voicemail"].agent.received("INVITE")[0]
-    assert invite.startswith("INVITE sip:1001@127.0.1.4")
+    assert invite.startswith(f"INVITE sip:1001@{calls.VOICEMAIL_IP}")
     assert SUB_DID in header(invite, "Diversion")
     assert rung == []
     assert_nothing_left(stack)
@@ -173,9 +174,9 @@ def test_given_a_desk_when_it_calls_an_external_number_then_it_leaves_by_the_tru
                                                          hold_ms=1500)})
     calls.talk(call, logdir, "caller", "200", "far", "INVITE", minimum=15)
     invite = call["far"].agent.received("INVITE")[0]
-    assert invite.startswith("INVITE sip:+13125550188@127.0.1.2")
+    assert invite.startswith(f"INVITE sip:+13125550188@{calls.TRUNK_IP}")
     assert SUB_DID in header(invite, "P-Asserted-Identity")
-    assert "c=IN IP4 127.0.1.1" in invite                  # media anchored by rtpengine
+    assert f"c=IN IP4 {stack.proxy_address}" in invite       # media anchored by rtpengine
     assert_nothing_left(stack)
 
 
@@ -193,7 +194,8 @@ def test_given_a_desk_when_it_dials_emergency_then_it_always_goes_out(stack, db,
         calls.run(call, logdir)
     finally:
         call.close()
-    assert call["psap"].agent.received("INVITE")[0].startswith(f"INVITE sip:{dial}@127.0.1.2")
+    assert call["psap"].agent.received("INVITE")[0].startswith(
+        f"INVITE sip:{dial}@{calls.TRUNK_IP}")
     assert_nothing_left(stack)
 
 
@@ -224,16 +226,16 @@ def test_given_the_first_gateway_fails_the_twin_leg_then_the_next_one_carries_it
     from twinctl.commands import trunk as trunk_cmd
     setup_subscriber(db, stack)
     register_desk(stack, logdir)
-    trunk_cmd.add_trunk(db, stack, "first", "127.0.1.12:5060", priority=10)
+    trunk_cmd.add_trunk(db, stack, "first", f"{SPARE_GW_IP}:5060", priority=10)
     rpc.call(stack, "dispatcher.reload")
     try:
-        bad = calls.party("bad-gw", "uas/unavailable.xml", "127.0.1.12", 5060, listens=True,
+        bad = calls.party("bad-gw", "uas/unavailable.xml", SPARE_GW_IP, 5060, listens=True,
                           pause_ms=100)
         call = Call({"gw1": bad, "desk": desk("uas/ring_cancel.xml"),
                      "mobile": mobile("uas/answer.xml", pause_ms=300),
                      "caller": trunk_caller(stack, hold_ms=1500)})
         calls.talk(call, logdir, "caller", "200", "mobile", "INVITE", minimum=15)
-        assert bad.agent.received("INVITE")[0].startswith(f"INVITE sip:{SUB_TWIN}@127.0.1.12")
+        assert bad.agent.received("INVITE")[0].startswith(f"INVITE sip:{SUB_TWIN}@{SPARE_GW_IP}")
         assert call["mobile"].agent.received("INVITE")[0].startswith(f"INVITE sip:{SUB_TWIN}@")
         assert COMPLETED_ELSEWHERE in call["desk"].agent.received("CANCEL")[0]
     finally:

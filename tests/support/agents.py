@@ -15,6 +15,7 @@ TRUNK_IP = f"{_NET}.2"        # the carrier: callers to DIDs, and the mobile beh
 VOICEMAIL_IP = f"{_NET}.4"
 DESK_IPS = tuple(f"{_NET}.{n}" for n in (3, 5, 6, 7))
 STRANGER_IP = f"{_NET}.9"     # not a trunk, not a phone
+SPARE_GW_IP = f"{_NET}.12"    # a second carrier gateway, added by the tests that need one
 
 
 def add_subscriber(conn: psycopg.Connection, cfg: SiteConfig, ext: str, did: str,
