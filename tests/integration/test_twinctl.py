@@ -95,9 +95,10 @@ def test_given_bad_input_then_one_clear_line_and_nonzero_exit(db, args, fragment
     one_line_error(twinctl(*args, ok=False), fragment)
 
 
-def test_given_the_database_down_then_one_clear_line(db, tmp_path):
+def test_given_the_database_down_then_one_clear_line(stack, db, tmp_path):
     broken = tmp_path / "site.toml"
-    text = open(os.environ["TWIN_CONFIG"]).read().replace("port = 5434", "port = 5999")
+    text = open(os.environ["TWIN_CONFIG"]).read().replace(f"port = {stack.db_port}",
+                                                          "port = 5999")
     broken.write_text(text)
     res = subprocess.run([*TWINCTL, "--config", str(broken), "subscriber", "list"],
                          capture_output=True, text=True, timeout=30)
