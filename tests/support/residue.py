@@ -12,8 +12,6 @@ from twinctl import rpc
 from twinctl.config import SiteConfig
 
 PROFILE = "twin_legs"
-
-
 DIALOG_STATES = {1: "unconfirmed", 2: "early", 3: "confirmed, not acknowledged", 4: "confirmed",
                  5: "deleted, held by a transaction"}
 
