@@ -7,14 +7,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rtpctl import Client
-from twinctl import rpc
 from twinctl.commands import status as status_cmd
 from twinctl.commands import twin as twin_cmd
 from twinctl.errors import TwinctlError
 
 from . import sipp
 from .agents import DESK_IPS, TRUNK_IP, VOICEMAIL_IP, add_subscriber
+from .residue import assert_no_residue
 from .rtp import (RtpProbe, assert_two_way, media_address,  # noqa: F401 (re-exported)
                   wait_for)
 
@@ -180,22 +179,11 @@ def db_settled(db, query: str, params: tuple = (), until=bool, timeout: float = 
     return rows
 
 
-def assert_nothing_left(cfg, timeout: float = 5.0) -> None:
-    """No rtpengine session and no dialog remain once the calls have ended."""
-    client = Client(cfg.rtpengine_ng.host, cfg.rtpengine_ng.port)
-
-    def clean():
-        sessions = client.list()
-        dialogs = rpc.call(cfg, "dlg.list") or []
-        return (not sessions and not dialogs) or None
-
-    try:
-        wait_for(clean, timeout, "rtpengine and the dialog table to empty")
-    except AssertionError:
-        raise AssertionError(f"left behind: rtpengine {client.list()}, "
-                             f"dialogs {rpc.call(cfg, 'dlg.list')}") from None
-    finally:
-        client.close()
+def assert_nothing_left(cfg, timeout: float = 8.0) -> None:
+    """No state of any call remains once the calls have ended (see residue.assert_no_residue:
+    dialogs, twin_legs profile, htable call, rtpengine, PostgreSQL call state, open tm
+    transactions)."""
+    assert_no_residue(cfg, timeout)
 
 
 class SipSink:

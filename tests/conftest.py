@@ -58,5 +58,15 @@ def logdir(request):
     return path
 
 
+@pytest.fixture
+def phones(logdir):
+    """Makes PJSIP phones (tests.support.phones) for a test; all are closed at its end, even
+    when it fails."""
+    from tests.support.phones import Phones
+    made = Phones(logdir)
+    yield made
+    made.close()
+
+
 def pytest_sessionstart(session):
     shutil.rmtree(LOG_ROOT, ignore_errors=True)
