@@ -138,22 +138,33 @@ def _stop_pending(call: StitchedCall, outcome: Outcome) -> list[Action]:
     return actions + [HandoffFinished(pending.handoff_id, outcome)]
 
 
+# Longer than any ring of the mobile's leg (tm's fr_inv_timer, 30 s): a handoff still
+# pending after this never got a final reply (a mobile that sent nothing at all: tm's own
+# timeout reaches no route) and gives way to the next one.
+HANDOFF_STALE_S = 40
+
+
 def start_to_mobile(call: StitchedCall, via_refer: bool, code_call: str = "",
                     code_cseq: str = "", refusal: Optional[str] = None,
-                    domain: str = "") -> list[Action]:
+                    domain: str = "", now: float = 0.0) -> list[Action]:
     """The desk asked for the mobile: by REFER to the code, or by dialling it while held."""
     if call.near.device is not Device.DESK:
         return [Reply(403, "Call Is Not On The Desk")]
+    stale: list[Action] = []
+    if call.pending and now - call.pending.started_at > HANDOFF_STALE_S:
+        stale = _stop_pending(call, Outcome.NO_ANSWER)
     if call.pending:
         return [Reply(491, "Handoff Already In Progress")]
     if refusal:
-        return [Reply(403, refusal)]
+        return [*stale, Reply(403, refusal)]
     call.pending = Pending(new_leg_call_id(domain or "proxy"), new_tag("t"), new_tag("h"),
-                           new_tag("v"), code_call=code_call, code_cseq=code_cseq)
+                           new_tag("v"), code_call=code_call, code_cseq=code_cseq,
+                           started_at=now)
     call.legs.append(call.pending.leg_call_id)
     call.phase = Phase.RINGING
     reply = Reply(202, "Accepted") if via_refer else Reply(180, "Ringing Your Mobile")
-    return [reply, HandoffStarted(Device.DESK, Device.MOBILE), RingMobile(call.pending), Save()]
+    return [*stale, reply, HandoffStarted(Device.DESK, Device.MOBILE), RingMobile(call.pending),
+            Save()]
 
 
 def mobile_answered(call: StitchedCall, mobile: Leg) -> list[Action]:

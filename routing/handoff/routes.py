@@ -2,6 +2,7 @@
 out the actions the model returns. No call logic lives here (see routing.handoff.model)."""
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional
 
 import KSR
@@ -71,7 +72,7 @@ class HandoffRoutes:
         if call.near.device is Device.DESK and not call.pending:
             refusal = self.twin_refusal(self.subscribers.by_extension(call.extension))
         return model.start_to_mobile(call, via_refer, code_call, code_cseq, refusal,
-                                     self.cfg.sip_domain)
+                                     self.cfg.sip_domain, time.time())
 
     def code_dialled(self, extension: str) -> bool:
         """The desk dialled the handoff code: take the call from the mobile, or (the desk's

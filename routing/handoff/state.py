@@ -107,6 +107,7 @@ class Pending:
     handoff_id: str = ""        # the handoff row's key in the call log
     code_call: str = ""         # the desk's INVITE to the code that asked for it, if it was
     code_cseq: str = ""         # dialled rather than a REFER: answered when the handoff ends
+    started_at: float = 0.0     # when the mobile was rung (seconds since the epoch)
 
 
 @dataclass

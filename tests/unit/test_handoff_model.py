@@ -225,6 +225,19 @@ def test_given_the_code_call_is_cancelled_then_the_mobile_stops_ringing():
     assert call.pending is None and call.phase is Phase.CONNECTED
 
 
+def test_given_a_handoff_that_never_got_a_final_reply_then_the_next_one_replaces_it():
+    call = call_on_desk()
+    model.start_to_mobile(call, via_refer=True, now=1000.0)
+    old_leg = call.pending.leg_call_id
+    assert model.start_to_mobile(call, True, now=1010.0) == [
+        Reply(491, "Handoff Already In Progress")]
+    actions = model.start_to_mobile(call, True, now=1000.0 + model.HANDOFF_STALE_S + 1)
+    assert CancelLeg(old_leg) in actions and Reply(202, "Accepted") in actions
+    assert any(isinstance(a, HandoffFinished) and a.outcome is Outcome.NO_ANSWER
+               for a in actions)
+    assert call.pending.leg_call_id != old_leg
+
+
 @pytest.mark.parametrize("code, outcome", [(486, Outcome.DECLINED), (603, Outcome.DECLINED),
                                            (408, Outcome.NO_ANSWER), (480, Outcome.NO_ANSWER),
                                            (503, Outcome.FAILED), (500, Outcome.FAILED)])
