@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twinctl import rpc
 from twinctl.commands import status as status_cmd
 from twinctl.commands import twin as twin_cmd
 from twinctl.errors import TwinctlError
