@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import KSR
+
 from .handoff.state import StitchedCall, all_keys, call_key, leg_key, state_of
 from .kemi import Htable
 from .store import CallLog
@@ -21,7 +23,15 @@ class CallStore:
         if raw is None:
             d1 = self.table.get(leg_key(call_id))
             raw = self.table.get(call_key(d1)) if d1 else None
-        return StitchedCall.from_json(raw) if raw else None
+        if not raw:
+            return None
+        try:
+            return StitchedCall.from_json(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            # State written by an older release (or damaged): the call is routed as a plain
+            # dialog rather than failing every request of it.
+            KSR.warn(f"call state of {call_id} unreadable ({exc!r}): routed as a plain call\n")
+            return None
 
     def known(self, call_id: str) -> bool:
         return self.table.get(call_key(call_id)) is not None

@@ -60,7 +60,7 @@ def ksr():
 def world(ksr):
     from routing import calls, kemi
     from routing.handoff import routes
-    for module in (kemi, routes):
+    for module in (kemi, calls, routes):
         importlib.reload(module)
     from routing.handoff.model import answered
     from routing.handoff.state import Device, Leg, Side
@@ -182,3 +182,11 @@ def test_given_rtpengine_down_when_the_desk_hands_off_then_it_hears_500_and_keep
     assert notify[0] == "NOTIFY" and "SIP/2.0 500 Media Server Error" in notify[5]
     call = w.store.load("c1")
     assert call.pending is None and not call.stitched
+
+
+def test_given_call_state_from_an_older_release_then_the_call_is_routed_as_a_plain_dialog(world):
+    w = world
+    w.table.put("c:c2", '{"call_id": "c2", "near": {"device": "desk"}}')
+    request(w.ksr, "BYE", call_id="c2")
+    assert w.handoff.in_dialog() is True
+    assert w.ksr.called("warn")
