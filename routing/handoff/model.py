@@ -22,6 +22,10 @@ The CSeq rule: a request the proxy sends in a party's dialog uses up a number of
 direction. While both parties are still in D1 (CONNECTED, RINGING from CONNECTED), the proxy
 relays the far end's later requests to the device renumbered by what it used up (`shift`), and
 restores the number in the replies.
+
+The state rule: a transition's Save comes before anything it sends. Another worker handles
+the answer to what was sent (a mobile's immediate 603, the desk's BYE right after its
+NOTIFY) and must find the call as the transition left it.
 """
 from __future__ import annotations
 
@@ -163,37 +167,38 @@ def start_to_mobile(call: StitchedCall, via_refer: bool, code_call: str = "",
     call.legs.append(call.pending.leg_call_id)
     call.phase = Phase.RINGING
     reply = Reply(202, "Accepted") if via_refer else Reply(180, "Ringing Your Mobile")
-    return [*stale, reply, HandoffStarted(Device.DESK, Device.MOBILE), RingMobile(call.pending),
-            Save()]
+    return [*stale, reply, HandoffStarted(Device.DESK, Device.MOBILE), Save(),
+            RingMobile(call.pending)]
 
 
 def mobile_answered(call: StitchedCall, mobile: Leg) -> list[Action]:
     """The mobile took the handoff: switch, release the desk, take back a hold."""
     pending, desk = call.pending, call.near
-    actions: list[Action] = [Switch(mobile, pending.via_branch, desk.tag)]
+    actions: list[Action] = [Switch(mobile, pending.via_branch, desk.tag), Save()]
     actions += _tell_desk(call, pending, desk, 200, "OK")
     _leave(call, mobile)
     if call.far_held:
         # The desk held the far end before it handed off: take the hold back, or the far end
         # would never send to the mobile. The one request a handoff can cost the far end.
         call.far_held = False
-        actions.append(ResumeFar())
-    return actions + [Save(), HandoffFinished(pending.handoff_id, Outcome.COMPLETED, True)]
+        actions += [ResumeFar(), Save()]        # it numbers a request toward the far end
+    return actions + [HandoffFinished(pending.handoff_id, Outcome.COMPLETED, True)]
 
 
 def mobile_refused(call: StitchedCall, code: int, reason: str) -> list[Action]:
     """The mobile declined, did not answer, or the trunk failed: the call stays on the desk."""
     pending, call.pending = call.pending, None
     call.phase = Phase.STITCHED if call.stitched else Phase.CONNECTED
-    return ([DeleteMedia(pending.helper_tag)]
+    return ([DeleteMedia(pending.helper_tag), Save()]
             + _tell_desk(call, pending, call.near, code, reason or "Failed")
-            + [Save(), HandoffFinished(pending.handoff_id, Outcome.of_reply(code))])
+            + [HandoffFinished(pending.handoff_id, Outcome.of_reply(code))])
 
 
 def code_call_cancelled(call: StitchedCall) -> list[Action]:
     """The desk hung up its code call before the mobile answered: stop ringing the mobile."""
     call.phase = Phase.STITCHED if call.stitched else Phase.CONNECTED
-    return [*_stop_pending(call, Outcome.CANCELLED), Save()]
+    stop = _stop_pending(call, Outcome.CANCELLED)
+    return [Save(), *stop]
 
 
 def desk_answered(call: StitchedCall, desk: Leg, via_branch: str) -> list[Action]:
@@ -202,7 +207,7 @@ def desk_answered(call: StitchedCall, desk: Leg, via_branch: str) -> list[Action
     old = call.near
     actions: list[Action] = [Switch(desk, via_branch, old.tag)]
     _leave(call, desk)
-    return actions + [old.request("BYE", count=False), Save()]
+    return actions + [Save(), old.request("BYE", count=False)]
 
 
 def dialog_timed_out(call: StitchedCall) -> list[Action]:

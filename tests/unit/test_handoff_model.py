@@ -155,7 +155,7 @@ def test_given_both_parties_in_d1_when_the_desk_hangs_up_while_the_mobile_rings_
 def test_given_a_refer_to_the_code_then_it_is_accepted_and_the_mobile_rung():
     call = call_on_desk()
     actions = model.start_to_mobile(call, via_refer=True, domain="pbx")
-    assert kinds(actions) == [Reply, HandoffStarted, RingMobile, Save]
+    assert kinds(actions) == [Reply, HandoffStarted, Save, RingMobile]
     assert actions[0] == Reply(202, "Accepted") and call.phase is Phase.RINGING
     assert call.pending.leg_call_id.startswith(LEG_PREFIX)
 
@@ -219,9 +219,9 @@ def test_given_the_code_call_is_cancelled_then_the_mobile_stops_ringing():
     model.start_to_mobile(call, False, code_call="k1", code_cseq="1")
     leg, helper, handoff = call.pending.leg_call_id, call.pending.helper_tag, call.pending.handoff_id
     actions = model.code_call_cancelled(call)
-    assert actions == [CancelLeg(leg), DeleteMedia(helper),
+    assert actions == [Save(), CancelLeg(leg), DeleteMedia(helper),
                        ReplyCodeCall("k1", "1", 487, "Request Terminated"),
-                       HandoffFinished(handoff, Outcome.CANCELLED), Save()]
+                       HandoffFinished(handoff, Outcome.CANCELLED)]
     assert call.pending is None and call.phase is Phase.CONNECTED
 
 
@@ -366,3 +366,28 @@ def test_given_the_mobile_invite_then_it_shows_the_far_end_and_names_the_did():
                                            ("<sip:*56@pbx>", False), ("", False)])
 def test_given_a_refer_to_then_the_handoff_code_is_recognised(refer_to, yes):
     assert model.handoff_code_target(refer_to, "*55") is yes
+
+
+def _transitions():
+    """(name, actions) of every transition that both saves and sends."""
+    call = call_on_desk()
+    yield "start", model.start_to_mobile(call, via_refer=True)
+    yield "refused", model.mobile_refused(call, 603, "Decline")
+    model.in_dialog(call, Sender.NEAR, "INVITE", 2, HOLD)
+    model.start_to_mobile(call, False, code_call="k1", code_cseq="1")
+    yield "cancelled", model.code_call_cancelled(call)
+    model.start_to_mobile(call, via_refer=True)
+    yield "answered", model.mobile_answered(call, mobile_leg(call))
+    yield "to desk", model.desk_answered(call, Leg(Device.DESK, "k", "d", "sip:d@x",
+                                                   "sip:1001@p", "s", "o"), "v")
+
+
+def test_given_any_transition_then_its_state_is_saved_before_anything_is_sent():
+    """Another worker handles the answer to what is sent, and must find the new state."""
+    outgoing = (Send, RingMobile, ReplyCodeCall, CancelLeg, ResumeFar)
+    for name, actions in _transitions():
+        sends = [i for i, a in enumerate(actions) if isinstance(a, outgoing)]
+        saves = [i for i, a in enumerate(actions) if isinstance(a, Save)]
+        assert saves and sends and saves[0] < sends[0], (name, kinds(actions))
+        if ResumeFar() in actions:
+            assert saves[-1] > actions.index(ResumeFar()), name
