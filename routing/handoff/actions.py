@@ -24,6 +24,11 @@ class Relay:
 
 
 @dataclass
+class AbsorbAck:
+    """An ACK for one of the proxy's own 2xx: let tm match it (ends its retransmissions)."""
+
+
+@dataclass
 class Send:
     """A request of the proxy's own, in a dialog it stands in or owns."""
     method: str
@@ -34,7 +39,8 @@ class Send:
 
 @dataclass
 class RingMobile:
-    """Open the new device's media (rtpengine offer on the helper tag) and INVITE the twin."""
+    """Open the new device's media (rtpengine offer on the helper tag), keep the offer in
+    the pending handoff (shared memory, before anything is sent), and INVITE the twin."""
     pending: Pending
 
 
@@ -104,5 +110,5 @@ class HandoffFinished:
     answered: bool = False
 
 
-Action = Union[Reply, Relay, Send, RingMobile, Switch, ResumeFar, AnswerFarFromMedia, DeleteMedia,
+Action = Union[AbsorbAck, Reply, Relay, Send, RingMobile, Switch, ResumeFar, AnswerFarFromMedia, DeleteMedia,
                CancelLeg, ReplyCodeCall, EndDialog, Save, Drop, HandoffStarted, HandoffFinished]

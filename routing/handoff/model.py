@@ -32,10 +32,10 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from .actions import (Action, AnswerFarFromMedia, CancelLeg, DeleteMedia, Drop, EndDialog,
+from .actions import (AbsorbAck, Action, AnswerFarFromMedia, CancelLeg, DeleteMedia, Drop, EndDialog,
                       HandoffFinished, HandoffStarted, Relay, Reply, ReplyCodeCall, ResumeFar,
                       RingMobile, Save, Send, Switch)
-from .sdp import bump_origin_version, is_hold
+from .sdp import answer_direction, bump_origin_version, is_hold
 from .state import (Device, Leg, Outcome, Pending, Phase, Sender, Side, StitchedCall,
                     new_leg_call_id, new_tag)
 
@@ -77,11 +77,11 @@ def in_dialog(call: StitchedCall, sender: Sender, method: str, cseq: int,
     if not call.stitched:
         return _in_d1(call, sender, method, cseq, sdp)
     if method == "ACK":
-        return []                               # ACKs for the proxy's own 200s end here
+        return [AbsorbAck()]                    # ACKs for the proxy's own 200s end here
     if sender is Sender.FAR:
         return _from_far_stitched(call, method)
     if sender is Sender.NEAR:
-        return _from_near_stitched(call, method)
+        return _from_near_stitched(call, method, sdp)
     if sender is Sender.DEPARTED:
         return [Reply(200, "OK")]
     return [Reply(481, "Call/Transaction Does Not Exist")]
@@ -100,33 +100,34 @@ def _in_d1(call: StitchedCall, sender: Sender, method: str, cseq: int,
         call.far_held = is_hold(sdp)
     relay = Relay(renumbered if to.shift else None)
     if method == "BYE":
-        return [*_stop_pending(call, Outcome.FAILED), relay,
-                Drop("hung up by the far end" if sender is Sender.FAR
-                     else f"hung up on the {call.near.device.value}")]
+        drop = Drop("hung up by the far end" if sender is Sender.FAR
+                    else f"hung up on the {call.near.device.value}")
+        return [drop, *_stop_pending(call, Outcome.FAILED), relay]
     return [relay, Save(durable=False)]
 
 
 def _from_far_stitched(call: StitchedCall, method: str) -> list[Action]:
     if method == "BYE":
         call.phase = Phase.ENDED
-        return [Reply(200, "OK"), *_stop_pending(call, Outcome.FAILED),
-                call.near.request("BYE", count=False), DeleteMedia(),
-                Drop("hung up by the far end"), EndDialog()]
+        return [Reply(200, "OK"), Drop("hung up by the far end"),
+                *_stop_pending(call, Outcome.FAILED), call.near.request("BYE", count=False),
+                DeleteMedia(), EndDialog()]
     if method == "INVITE":
         return [AnswerFarFromMedia()]
     return [Reply(200, "OK")]
 
 
-def _from_near_stitched(call: StitchedCall, method: str) -> list[Action]:
+def _from_near_stitched(call: StitchedCall, method: str, sdp: str) -> list[Action]:
     if method == "BYE":
         call.phase = Phase.ENDED
-        return [Reply(200, "OK"), *_stop_pending(call, Outcome.FAILED),
-                call.far.request("BYE", count=False), DeleteMedia(),
-                Drop(f"hung up on the {call.near.device.value}"), EndDialog()]
+        return [Reply(200, "OK"), Drop(f"hung up on the {call.near.device.value}"),
+                *_stop_pending(call, Outcome.FAILED), call.far.request("BYE", count=False),
+                DeleteMedia(), EndDialog()]
     if method == "INVITE":
-        # A refresh or hold from the new near end: its media address is kept as it was.
+        # A refresh or hold from the new near end: its media address is kept as it was, in
+        # the direction that answers its offer (a hold is answered recvonly).
         call.near.given_sdp = bump_origin_version(call.near.given_sdp)
-        return [Reply(200, "OK", call.near.given_sdp), Save()]
+        return [Save(), Reply(200, "OK", answer_direction(sdp, call.near.given_sdp))]
     return [Reply(200, "OK")]
 
 
@@ -205,17 +206,17 @@ def desk_answered(call: StitchedCall, desk: Leg, via_branch: str) -> list[Action
     """The desk dialled the code while the call is on the mobile; the proxy has answered it
     with the far end's media: switch and release the mobile."""
     old = call.near
-    actions: list[Action] = [Switch(desk, via_branch, old.tag)]
     _leave(call, desk)
-    return actions + [Save(), old.request("BYE", count=False)]
+    return [Save(), Reply(200, "OK", desk.given_sdp), Switch(desk, via_branch, old.tag),
+            old.request("BYE", count=False)]
 
 
 def dialog_timed_out(call: StitchedCall) -> list[Action]:
     """The dialog module ended D1 (its lifetime ran out): end both sides from the proxy."""
     call.phase = Phase.ENDED
-    return [*_stop_pending(call, Outcome.FAILED), call.far.request("BYE", count=False),
-            call.near.request("BYE", count=False), DeleteMedia(),
-            Drop("ended by the proxy (dialog timeout)")]
+    return [Drop("ended by the proxy (dialog timeout)"), *_stop_pending(call, Outcome.FAILED),
+            call.far.request("BYE", count=False), call.near.request("BYE", count=False),
+            DeleteMedia()]
 
 
 def _tell_desk(call: StitchedCall, pending: Pending, desk: Leg, code: int,

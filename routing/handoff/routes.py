@@ -12,10 +12,10 @@ from rtpctl import RtpctlError
 from .. import kemi
 from ..kemi import DONE, NEXT, pv
 from . import model
-from .actions import (Action, AnswerFarFromMedia, CancelLeg, DeleteMedia, Drop, EndDialog,
+from .actions import (AbsorbAck, Action, AnswerFarFromMedia, CancelLeg, DeleteMedia, Drop, EndDialog,
                       HandoffFinished, HandoffStarted, Relay, Reply, ReplyCodeCall, ResumeFar,
                       RingMobile, Save, Send, Switch)
-from .sdp import restrict_codecs
+from .sdp import answer_direction, restrict_codecs
 from .state import Device, Leg, Sender, Side, StitchedCall, device_key, new_tag
 
 CSEQ_AVP = "$avp(tw_cseq)"      # the far end's own CSeq number of a request relayed renumbered
@@ -103,9 +103,9 @@ class HandoffRoutes:
             self.call_log.handoff_finished(handoff_id, model.Outcome.FAILED.value)
             return self.run(call, [Reply(500, "Media Server Error")])
         given = restrict_codecs(offered, desk_sdp)
-        # Answer the desk first, then switch: the desk starts sending as soon as it has our
-        # SDP, and the far end hears the mobile until the switch a millisecond later.
-        self._reply(200, "OK", given)
+        # The model saves the desk's leg, answers the desk, then switches: the desk starts
+        # sending as soon as it has our SDP, and the far end hears the mobile until the
+        # switch a millisecond later.
         desk = Leg(Device.DESK, pv("$ci"), pv("$ft"), pv("$(ct{tobody.uri})"), pv("$fu"),
                    local_uri=pv("$tu"), local_tag=pv("$ltt(t)"), cseq=int(pv("$cs") or 1),
                    sdp=desk_sdp, given_sdp=given, local_contact=self.contact)
@@ -137,7 +137,7 @@ class HandoffRoutes:
         mobile = Leg(Device.MOBILE, call.pending.leg_call_id, pv("$tt"),
                      pv("$(ct{tobody.uri})"), pv("$tu"), local_uri=pv("$fu"),
                      local_tag=call.pending.local_tag, cseq=1, sdp=pv("$rb"),
-                     local_contact=self.contact)
+                     given_sdp=call.pending.offer_sdp, local_contact=self.contact)
         self.run(call, model.mobile_answered(call, mobile))
 
     def dialog_ended(self, call_id: str) -> None:
@@ -170,6 +170,8 @@ class HandoffRoutes:
         kind = type(action)
         if kind is Reply:
             self._reply(action.code, action.reason, action.sdp)
+        elif kind is AbsorbAck:
+            KSR.tm.t_check_trans()
         elif kind is Send:
             KSR.tm.t_uac_send(action.method, action.target, "", "", action.headers, action.body)
         elif kind is Save:
@@ -243,6 +245,8 @@ class HandoffRoutes:
             self.run(call, model.mobile_refused(call, 503, "No Trunk Available"))
             return
         mobile_uri = pv("$ru")
+        pending.offer_sdp = sdp
+        self.calls.remember(call)               # before the mobile can answer
         headers = model.invite_to_mobile(call, pending, mobile_uri, self.cfg.sip_domain,
                                          self.contact, sub.did)
         KSR.tm.t_uac_send("INVITE", mobile_uri, "", "", headers, sdp)
@@ -258,7 +262,7 @@ class HandoffRoutes:
         near = call.near
         sdp = self._media_safely(f"re-INVITE of handed-off call {call.call_id}",
                                  self.media.answer_for, call.call_id, call.far.tag,
-                                 pv("$rb"), near.tag, near.sdp)
+                                 pv("$rb"), near.tag, answer_direction(pv("$rb"), near.sdp))
         if sdp is None:
             self._reply(500, "Media Server Error")
         else:

@@ -70,3 +70,34 @@ def bump_origin_version(sdp: str) -> str:
     def bump(m: re.Match) -> str:
         return f"{m.group(1)}{int(m.group(2)) + 1}{m.group(3)}"
     return re.sub(r"^(o=\S+ \S+ )(\d+)( )", bump, sdp, count=1, flags=re.M)
+
+
+_ANSWER_TO = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive",
+              "sendrecv": "sendrecv"}
+
+
+def direction(sdp: str) -> str:
+    """The media direction an SDP states (RFC 3264; c=0.0.0.0 is the old form of hold)."""
+    m = re.search(r"^a=(sendonly|recvonly|inactive|sendrecv)\s*$", sdp, re.M)
+    if m:
+        return m.group(1)
+    return "sendonly" if re.search(r"^c=IN IP4 0\.0\.0\.0\s*$", sdp, re.M) else "sendrecv"
+
+
+def answer_direction(offer: str, answer: str) -> str:
+    """`answer` with the direction that answers `offer` (RFC 3264 §6.1: a sendonly offer is
+    answered recvonly, ...). An empty offer (a re-INVITE without SDP) leaves it as it is."""
+    if not offer or not answer:
+        return answer
+    wanted = _ANSWER_TO[direction(offer)]
+    lines = [line for line in answer.splitlines()
+             if not re.match(r"^a=(sendonly|recvonly|inactive|sendrecv)\s*$", line)]
+    out, placed = [], False
+    for line in lines:
+        out.append(line)
+        if line.startswith("m=") and not placed:
+            out.append(f"a={wanted}")
+            placed = True
+    if not placed:
+        out.append(f"a={wanted}")
+    return "\r\n".join(out) + "\r\n"

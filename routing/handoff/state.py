@@ -108,6 +108,7 @@ class Pending:
     code_call: str = ""         # the desk's INVITE to the code that asked for it, if it was
     code_cseq: str = ""         # dialled rather than a REFER: answered when the handoff ends
     started_at: float = 0.0     # when the mobile was rung (seconds since the epoch)
+    offer_sdp: str = ""         # the SDP the proxy offered the mobile
 
 
 @dataclass

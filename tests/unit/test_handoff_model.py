@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from routing.handoff import model
-from routing.handoff.actions import (AnswerFarFromMedia, CancelLeg, DeleteMedia, Drop,
+from routing.handoff.actions import (AbsorbAck, AnswerFarFromMedia, CancelLeg, DeleteMedia, Drop,
                                      EndDialog, HandoffFinished, HandoffStarted, Relay, Reply,
                                      ReplyCodeCall, ResumeFar, RingMobile, Save, Send, Switch)
 from routing.handoff.sdp import bump_origin_version, is_hold, placeholder_sdp, restrict_codecs
@@ -147,7 +147,7 @@ def test_given_both_parties_in_d1_when_the_desk_hangs_up_while_the_mobile_rings_
     actions = model.in_dialog(call, Sender.NEAR, "BYE", 3)
     assert CancelLeg(leg) in actions and Relay(None) in actions
     assert any(isinstance(a, HandoffFinished) and a.outcome is Outcome.FAILED for a in actions)
-    assert isinstance(actions[-1], Drop) and call.pending is None
+    assert isinstance(actions[0], Drop) and call.pending is None
 
 
 # ---- desk → mobile -----------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def test_given_a_stitched_call_when_the_far_end_hangs_up_then_the_mobile_gets_by
     actions = model.in_dialog(call, Sender.FAR, "BYE", 5)
     assert actions[0] == Reply(200, "OK")
     assert sent(actions, "BYE")[0].target == "sip:m@10.0.0.2"
-    assert kinds(actions)[-3:] == [DeleteMedia, Drop, EndDialog]    # released, then D1 ends
+    assert kinds(actions)[1] is Drop and kinds(actions)[-2:] == [DeleteMedia, EndDialog]
     assert call.phase is Phase.ENDED
 
 
@@ -281,7 +281,7 @@ def test_given_a_stitched_call_then_far_reinvites_are_answered_from_media_and_ot
     call = handed_to_mobile()
     assert model.in_dialog(call, Sender.FAR, "INVITE", 6, HOLD) == [AnswerFarFromMedia()]
     assert model.in_dialog(call, Sender.FAR, "OPTIONS", 7) == [Reply(200, "OK")]
-    assert model.in_dialog(call, Sender.FAR, "ACK", 6) == []
+    assert model.in_dialog(call, Sender.FAR, "ACK", 6) == [AbsorbAck()]
     assert model.in_dialog(call, Sender.DEPARTED, "BYE", 4) == [Reply(200, "OK")]
     assert model.in_dialog(call, Sender.OTHER, "BYE", 1)[0].code == 481
 
@@ -290,15 +290,17 @@ def test_given_the_new_near_end_refreshes_then_it_gets_its_sdp_back_with_a_highe
     call = handed_to_mobile()
     call.near.given_sdp = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n"
     actions = model.in_dialog(call, Sender.NEAR, "INVITE", 2, TALK)
-    assert actions[0] == Reply(200, "OK", "v=0\r\no=- 1 2 IN IP4 1.2.3.4\r\n")
+    assert actions == [Save(), Reply(200, "OK", "v=0\r\no=- 1 2 IN IP4 1.2.3.4\r\na=sendrecv\r\n")]
+    held = model.in_dialog(call, Sender.NEAR, "INVITE", 3, HOLD)[1]
+    assert "a=recvonly" in held.sdp and "o=- 1 3 " in held.sdp          # RFC 3264 §6.1
 
 
 def test_given_a_call_on_the_mobile_when_the_desk_takes_it_then_the_mobile_gets_bye():
     call = handed_to_mobile()
     desk = Leg(Device.DESK, "k2", "desk2", "sip:desk@10.0.0.3", "sip:1001@pbx",
-               "sip:*55@pbx", "ours", sdp=TALK)
+               "sip:*55@pbx", "ours", sdp=TALK, given_sdp=TALK)
     actions = model.desk_answered(call, desk, "v9")
-    assert actions[0] == Switch(desk, "v9", "mob-tag")
+    assert actions[:3] == [Save(), Reply(200, "OK", TALK), Switch(desk, "v9", "mob-tag")]
     assert sent(actions, "BYE")[0].target == "sip:m@10.0.0.2"
     assert call.near is desk and call.handoffs == 2
     assert model.sender_of(call, call.departed[-1].split(" ")[0], "mob-tag") is Sender.DEPARTED
@@ -320,7 +322,7 @@ def test_given_the_dialog_module_times_d1_out_then_both_sides_get_bye_from_the_p
     actions = model.dialog_timed_out(call)
     byes = sent(actions, "BYE")
     assert {b.target for b in byes} == {"sip:carol@10.0.0.2", "sip:desk@10.0.0.3"}
-    assert isinstance(actions[-1], Drop) and call.phase is Phase.ENDED
+    assert isinstance(actions[0], Drop) and call.phase is Phase.ENDED
 
 
 def test_given_a_call_ending_while_the_mobile_rings_then_the_ringing_is_cancelled():
@@ -391,3 +393,19 @@ def test_given_any_transition_then_its_state_is_saved_before_anything_is_sent():
         assert saves and sends and saves[0] < sends[0], (name, kinds(actions))
         if ResumeFar() in actions:
             assert saves[-1] > actions.index(ResumeFar()), name
+
+
+def test_given_a_bye_while_the_mobile_rings_then_the_call_is_released_before_the_cancel():
+    """The mobile's 487 to that CANCEL is handled by another worker: it must find no call."""
+    call = call_on_desk()
+    model.start_to_mobile(call, via_refer=True)
+    actions = model.in_dialog(call, Sender.NEAR, "BYE", 3)
+    assert kinds(actions).index(Drop) < kinds(actions).index(CancelLeg)
+
+
+@pytest.mark.parametrize("offer, answered", [("sendonly", "recvonly"), ("inactive", "inactive"),
+                                             ("recvonly", "sendonly"), ("sendrecv", "sendrecv")])
+def test_given_an_offer_direction_then_the_answer_mirrors_it(offer, answered):
+    from routing.handoff.sdp import answer_direction
+    answer = answer_direction(f"v=0\r\nm=audio 1 RTP/AVP 0\r\na={offer}\r\n", TALK)
+    assert f"a={answered}" in answer and answer.count("a=") == 1
