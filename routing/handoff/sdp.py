@@ -91,13 +91,9 @@ def answer_direction(offer: str, answer: str) -> str:
         return answer
     wanted = _ANSWER_TO[direction(offer)]
     lines = [line for line in answer.splitlines()
-             if not re.match(r"^a=(sendonly|recvonly|inactive|sendrecv)\s*$", line)]
-    out, placed = [], False
-    for line in lines:
-        out.append(line)
-        if line.startswith("m=") and not placed:
-            out.append(f"a={wanted}")
-            placed = True
-    if not placed:
-        out.append(f"a={wanted}")
-    return "\r\n".join(out) + "\r\n"
+             if line and not re.match(r"^a=(sendonly|recvonly|inactive|sendrecv)\s*$", line)]
+    # At the end of the first media section: an attribute comes after its c= and b= lines.
+    media = [i for i, line in enumerate(lines) if line.startswith("m=")]
+    at = media[1] if len(media) > 1 else len(lines)
+    lines.insert(at, f"a={wanted}")
+    return "\r\n".join(lines) + "\r\n"
