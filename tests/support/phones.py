@@ -89,6 +89,20 @@ class Call:
         return self.info()["state"]
 
     @property
+    def call_id(self) -> str:
+        return self.info()["call_id"]
+
+    def messages(self) -> list["SipMessage"]:
+        """The SIP messages of this call's dialog (its Call-ID) the phone sent or received."""
+        call_id = self.call_id
+        return [m for m in self.phone.messages() if m.header("Call-ID") == call_id]
+
+    def requests_received(self) -> list[str]:
+        """First lines of the requests of this call's dialog the phone received."""
+        return [m.first_line for m in self.messages()
+                if m.direction == "received" and not m.first_line.startswith("SIP/")]
+
+    @property
     def transfer_codes(self) -> list[int]:
         """Status codes of the transfer NOTIFYs received (sipfrag), in order."""
         return self.info()["transfer"]

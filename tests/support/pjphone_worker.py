@@ -48,11 +48,13 @@ class Call(pj.Call):
         self.state, self.code, self.reason = "null", 0, ""
         self.transfer: list[int] = []
         self.past_rtp = {"rx": 0, "tx": 0}      # what the streams already gone counted
+        self.call_id = ""
 
     def onCallState(self, prm):
         info = self.getInfo()
         self.state = STATES.get(info.state, str(info.state))
         self.code, self.reason = info.lastStatusCode, info.lastReason
+        self.call_id = info.callIdString or self.call_id
 
     def onCallMediaState(self, prm):
         info = self.getInfo()
@@ -90,7 +92,8 @@ class Call(pj.Call):
 
     def summary(self) -> dict:
         return {"incoming": self.incoming, "state": self.state, "code": self.code,
-                "reason": self.reason, "transfer": self.transfer, "rtp": self.counts()}
+                "reason": self.reason, "transfer": self.transfer, "rtp": self.counts(),
+                "call_id": self.call_id}
 
 
 class Account(pj.Account):
