@@ -132,13 +132,16 @@ class Call:
 
 
 class Phone:
-    """A PJSIP phone on ip:port; `uri` is who it says it is when it calls."""
+    """A PJSIP phone on ip:port; `uri` is who it says it is when it calls. `lock_codec`:
+    whether an answer with several codecs is followed at once by a re-INVITE offering only
+    the chosen one (pjsua's default, as many phones do)."""
 
-    def __init__(self, name: str, ip: str, port: int, logdir: Path, uri: str = ""):
+    def __init__(self, name: str, ip: str, port: int, logdir: Path, uri: str = "",
+                 lock_codec: bool = True):
         self.name, self.ip, self.port = name, ip, port
         self.log = logdir / f"{name}.pjsip.log"
         conf = {"name": name, "ip": ip, "port": port, "rtp_port": next(_rtp_ports),
-                "log": str(self.log), "uri": uri}
+                "log": str(self.log), "uri": uri, "lock_codec": lock_codec}
         self._stderr = open(logdir / f"{name}.stderr", "w")
         self.proc = subprocess.Popen([sys.executable, str(WORKER), json.dumps(conf)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -235,8 +238,9 @@ class Phones:
         self.logdir = logdir
         self.all: list[Phone] = []
 
-    def __call__(self, name: str, ip: str, port: int, uri: str = "") -> Phone:
-        phone = Phone(name, ip, port, self.logdir, uri)
+    def __call__(self, name: str, ip: str, port: int, uri: str = "",
+                 lock_codec: bool = True) -> Phone:
+        phone = Phone(name, ip, port, self.logdir, uri, lock_codec)
         self.all.append(phone)
         return phone
 

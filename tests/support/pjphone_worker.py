@@ -8,7 +8,8 @@ libHandleEvents), so the callbacks and the commands never race. Every SIP messag
 received is in the log file (level 5), written through a LogWriter that flushes each line, so
 the parent can read it while the phone runs.
 
-    python pjphone_worker.py '{"ip": ..., "port": ..., "rtp_port": ..., "log": ...}'
+    python pjphone_worker.py '{"ip": ..., "port": ..., "rtp_port": ..., "log": ...,
+                               "lock_codec": true}'
 """
 from __future__ import annotations
 
@@ -154,6 +155,9 @@ class Phone:
         cfg.mediaConfig.transportConfig.publicAddress = self.conf["ip"]
         cfg.mediaConfig.transportConfig.port = self.conf["rtp_port"]
         cfg.mediaConfig.transportConfig.portRange = 98
+        # pjsua's default: an answer with several codecs is followed at once by a re-INVITE
+        # offering only the one chosen ("lock codec"). Tests may turn it off.
+        cfg.mediaConfig.lockCodecEnabled = self.conf.get("lock_codec", True)
         if registrar:
             cfg.regConfig.registrarUri = registrar
             cfg.regConfig.timeoutSec = 600
