@@ -178,7 +178,8 @@ class Phone:
 
     def on_incoming(self, answer_after_ms: int | None = None, reject: int | None = None) -> None:
         """How the phone takes calls from now on: ring (180) and answer after the given time,
-        reject with the given code, or (neither) ring until the caller gives up."""
+        reject with the given code (at once, or after ringing that time if both are given),
+        or (neither) ring until the caller gives up."""
         self.command("on_incoming", answer_after_ms=answer_after_ms, reject=reject)
 
     def make_call(self, uri: str) -> Call:

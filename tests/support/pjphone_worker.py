@@ -116,7 +116,7 @@ class Phone:
         self.calls: list[Call] = []
         self.answer_after_ms: int | None = None      # how incoming calls are taken: rung
         self.reject: int | None = None               # (180) and then answered, or refused
-        self.due: list[tuple[float, Call]] = []      # answers to send later
+        self.due: list[tuple[float, Call, int]] = []  # final answers to send later
         self.log = Log(conf["log"])
         ep = self.endpoint = pj.Endpoint()
         ep.libCreate()
@@ -182,9 +182,13 @@ class Phone:
     def incoming(self, call_id: int) -> None:
         call = Call(self, len(self.calls), call_id)
         self.calls.append(call)
-        self.answer(call.index, self.reject or 180)
-        if not self.reject and self.answer_after_ms is not None:
-            self.due.append((time.monotonic() + self.answer_after_ms / 1000, call))
+        if self.reject and self.answer_after_ms is None:
+            self.answer(call.index, self.reject)
+            return
+        self.answer(call.index, 180)
+        if self.answer_after_ms is not None:
+            self.due.append((time.monotonic() + self.answer_after_ms / 1000, call,
+                             self.reject or 200))
 
     def make_call(self, uri: str) -> int:
         call = Call(self, len(self.calls))
@@ -223,7 +227,7 @@ class Phone:
         for item in [d for d in self.due if d[0] <= now]:
             self.due.remove(item)
             if item[1].state in ("incoming", "early"):
-                self.answer(item[1].index)
+                self.answer(item[1].index, item[2])
 
     def pump_until(self, done, timeout: float) -> None:
         deadline = time.monotonic() + timeout
