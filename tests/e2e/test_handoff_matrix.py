@@ -14,8 +14,16 @@ directions, three round trips then each side hangs up, and the restart. Each cas
 the wire what each phone got (NOTIFY codes, final replies of the code call, BYEs answered
 200), two-way audio wherever a call is up, that the far end received no request beyond what
 docs/handoff.md allows (the relayed hold and the proxy's one resume re-INVITE when the desk
-held, a BYE when the near end hangs up), that no phone sent an error reply it should not have,
-and ends with the residue check.
+held, a BYE when the near end hangs up), that no phone sent an error reply it should not have
+nor had a request inside a call refused, and ends with the residue check.
+
+Where the routing fails a case, the case stays and is an xfail with the reason: strict where
+the failure is certain, non-strict where it is a race the routing loses only some of the time
+(a strict xfail would then fail the run whenever the race is won).
+
+Run time: about five minutes. The two no-answer cases take 37 s each: the proxy gives up on the
+ringing mobile only at tm's fr_inv_timer (30 s, kamailio/kamailio.cfg). Every case also spends
+about 5 s in assert_no_residue, until tm frees the call's last transactions (wt_timer).
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ import pytest
 from lab.agents import add_subscriber
 from lab.calls import db_settled, media_address, setup_subscriber
 from lab.residue import assert_no_residue
+from lab.rtp import wait_for
 from tests.support.phones import assert_two_way
 from tests.support.pjsip_scenarios import (OTHER_DID, OTHER_EXT, a_call,  # noqa: F401
                                            assert_no_refusals, calls_received, cleared_after,
@@ -386,14 +395,19 @@ def test_a_desk_that_reinvites_at_once_after_taking_the_call_back(stack, db, pho
     "stays RINGING"))
 def test_a_handoff_the_trunk_refuses_at_once(stack, db, phones):
     """Desk → mobile by transfer; the trunk answers the INVITE 503 at once, without ringing
-    (a carrier with no route does). The desk must get NOTIFY 503 and keep its call."""
+    (a carrier with no route does). The desk must get NOTIFY 503 and keep its call. Three
+    times, so the race is lost in most runs (test_pjsip_calls' decline regression, which
+    declines at once, loses it about one run in four)."""
     set_up(db, stack)
     call = a_call(stack, phones)
-    before = transfer_to_code(call, stack, answer_after_ms=None, reject=503)
-    assert the_mobiles_handoff_call(call, before).wait("disconnected")[0] == 503
-    assert call.desk_call.wait_transfer(timeout=5) == 503
-    two_way(call.far_call, call.desk_call)
+    for told in range(1, 4):
+        before = transfer_to_code(call, stack, answer_after_ms=None, reject=503)
+        assert the_mobiles_handoff_call(call, before).wait("disconnected")[0] == 503
+        finals = wait_for(lambda: len([c for c in call.desk_call.transfer_codes if c >= 200])
+                          == told and call.desk_call.transfer_codes, 5, "the desk's NOTIFY")
+        assert finals[-1] == 503
+        two_way(call.far_call, call.desk_call)
     hangs_up(call.far_call, call.desk_call)
     assert far_requests(call) == []
-    assert_no_refusals(phones, {"mobile": [503]})
+    assert_no_refusals(phones, {"mobile": [503] * 3})
     assert_no_residue(stack)
