@@ -17,6 +17,9 @@ TEST_CONFIG = Path(os.environ.get("TWIN_TEST_CONFIG")
 os.environ["TWIN_CONFIG"] = str(TEST_CONFIG)          # twinctl run by tests uses it too
 os.environ.pop("TWIN_STATE_DIR", None)
 
+# The shared steps of the PJSIP tests assert too: pytest explains their failures as well.
+pytest.register_assert_rewrite("tests.support.pjsip_scenarios")
+
 from lab.calls import forget_registrations  # noqa: E402
 from twinctl import stack as stack_mod  # noqa: E402
 from twinning import config as site_config  # noqa: E402

@@ -89,6 +89,20 @@ class Call:
         return self.info()["state"]
 
     @property
+    def call_id(self) -> str:
+        return self.info()["call_id"]
+
+    def messages(self) -> list["SipMessage"]:
+        """The SIP messages of this call's dialog (its Call-ID) the phone sent or received."""
+        call_id = self.call_id
+        return [m for m in self.phone.messages() if m.header("Call-ID") == call_id]
+
+    def requests_received(self) -> list[str]:
+        """First lines of the requests of this call's dialog the phone received."""
+        return [m.first_line for m in self.messages()
+                if m.direction == "received" and not m.first_line.startswith("SIP/")]
+
+    @property
     def transfer_codes(self) -> list[int]:
         """Status codes of the transfer NOTIFYs received (sipfrag), in order."""
         return self.info()["transfer"]
@@ -118,13 +132,16 @@ class Call:
 
 
 class Phone:
-    """A PJSIP phone on ip:port; `uri` is who it says it is when it calls."""
+    """A PJSIP phone on ip:port; `uri` is who it says it is when it calls. `lock_codec`:
+    whether an answer with several codecs is followed at once by a re-INVITE offering only
+    the chosen one (pjsua's default, as many phones do)."""
 
-    def __init__(self, name: str, ip: str, port: int, logdir: Path, uri: str = ""):
+    def __init__(self, name: str, ip: str, port: int, logdir: Path, uri: str = "",
+                 lock_codec: bool = True):
         self.name, self.ip, self.port = name, ip, port
         self.log = logdir / f"{name}.pjsip.log"
         conf = {"name": name, "ip": ip, "port": port, "rtp_port": next(_rtp_ports),
-                "log": str(self.log), "uri": uri}
+                "log": str(self.log), "uri": uri, "lock_codec": lock_codec}
         self._stderr = open(logdir / f"{name}.stderr", "w")
         self.proc = subprocess.Popen([sys.executable, str(WORKER), json.dumps(conf)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -161,7 +178,8 @@ class Phone:
 
     def on_incoming(self, answer_after_ms: int | None = None, reject: int | None = None) -> None:
         """How the phone takes calls from now on: ring (180) and answer after the given time,
-        reject with the given code, or (neither) ring until the caller gives up."""
+        reject with the given code (at once, or after ringing that time if both are given),
+        or (neither) ring until the caller gives up."""
         self.command("on_incoming", answer_after_ms=answer_after_ms, reject=reject)
 
     def make_call(self, uri: str) -> Call:
@@ -221,8 +239,9 @@ class Phones:
         self.logdir = logdir
         self.all: list[Phone] = []
 
-    def __call__(self, name: str, ip: str, port: int, uri: str = "") -> Phone:
-        phone = Phone(name, ip, port, self.logdir, uri)
+    def __call__(self, name: str, ip: str, port: int, uri: str = "",
+                 lock_codec: bool = True) -> Phone:
+        phone = Phone(name, ip, port, self.logdir, uri, lock_codec)
         self.all.append(phone)
         return phone
 

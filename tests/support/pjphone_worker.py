@@ -8,7 +8,8 @@ libHandleEvents), so the callbacks and the commands never race. Every SIP messag
 received is in the log file (level 5), written through a LogWriter that flushes each line, so
 the parent can read it while the phone runs.
 
-    python pjphone_worker.py '{"ip": ..., "port": ..., "rtp_port": ..., "log": ...}'
+    python pjphone_worker.py '{"ip": ..., "port": ..., "rtp_port": ..., "log": ...,
+                               "lock_codec": true}'
 """
 from __future__ import annotations
 
@@ -48,11 +49,13 @@ class Call(pj.Call):
         self.state, self.code, self.reason = "null", 0, ""
         self.transfer: list[int] = []
         self.past_rtp = {"rx": 0, "tx": 0}      # what the streams already gone counted
+        self.call_id = ""
 
     def onCallState(self, prm):
         info = self.getInfo()
         self.state = STATES.get(info.state, str(info.state))
         self.code, self.reason = info.lastStatusCode, info.lastReason
+        self.call_id = info.callIdString or self.call_id
 
     def onCallMediaState(self, prm):
         info = self.getInfo()
@@ -90,7 +93,8 @@ class Call(pj.Call):
 
     def summary(self) -> dict:
         return {"incoming": self.incoming, "state": self.state, "code": self.code,
-                "reason": self.reason, "transfer": self.transfer, "rtp": self.counts()}
+                "reason": self.reason, "transfer": self.transfer, "rtp": self.counts(),
+                "call_id": self.call_id}
 
 
 class Account(pj.Account):
@@ -112,7 +116,7 @@ class Phone:
         self.calls: list[Call] = []
         self.answer_after_ms: int | None = None      # how incoming calls are taken: rung
         self.reject: int | None = None               # (180) and then answered, or refused
-        self.due: list[tuple[float, Call]] = []      # answers to send later
+        self.due: list[tuple[float, Call, int]] = []  # final answers to send later
         self.log = Log(conf["log"])
         ep = self.endpoint = pj.Endpoint()
         ep.libCreate()
@@ -151,6 +155,9 @@ class Phone:
         cfg.mediaConfig.transportConfig.publicAddress = self.conf["ip"]
         cfg.mediaConfig.transportConfig.port = self.conf["rtp_port"]
         cfg.mediaConfig.transportConfig.portRange = 98
+        # pjsua's default: an answer with several codecs is followed at once by a re-INVITE
+        # offering only the one chosen ("lock codec"). Tests may turn it off.
+        cfg.mediaConfig.lockCodecEnabled = self.conf.get("lock_codec", True)
         if registrar:
             cfg.regConfig.registrarUri = registrar
             cfg.regConfig.timeoutSec = 600
@@ -175,9 +182,13 @@ class Phone:
     def incoming(self, call_id: int) -> None:
         call = Call(self, len(self.calls), call_id)
         self.calls.append(call)
-        self.answer(call.index, self.reject or 180)
-        if not self.reject and self.answer_after_ms is not None:
-            self.due.append((time.monotonic() + self.answer_after_ms / 1000, call))
+        if self.reject and self.answer_after_ms is None:
+            self.answer(call.index, self.reject)
+            return
+        self.answer(call.index, 180)
+        if self.answer_after_ms is not None:
+            self.due.append((time.monotonic() + self.answer_after_ms / 1000, call,
+                             self.reject or 200))
 
     def make_call(self, uri: str) -> int:
         call = Call(self, len(self.calls))
@@ -216,7 +227,7 @@ class Phone:
         for item in [d for d in self.due if d[0] <= now]:
             self.due.remove(item)
             if item[1].state in ("incoming", "early"):
-                self.answer(item[1].index)
+                self.answer(item[1].index, item[2])
 
     def pump_until(self, done, timeout: float) -> None:
         deadline = time.monotonic() + timeout
