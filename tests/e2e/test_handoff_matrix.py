@@ -17,9 +17,9 @@ docs/handoff.md allows (the relayed hold and the proxy's one resume re-INVITE wh
 held, a BYE when the near end hangs up), that no phone sent an error reply it should not have
 nor had a request inside a call refused, and ends with the residue check.
 
-Where the routing fails a case, the case stays and is an xfail with the reason: strict where
-the failure is certain, non-strict where it is a race the routing loses only some of the time
-(a strict xfail would then fail the run whenever the race is won).
+Where this matrix first ran, eight cases failed on the routing (races between a transition's
+messages and its saved state, holds answered sendrecv, ACKs of the proxy's own 200s not
+matched); each was fixed in routing/handoff and the case stays as its regression test.
 
 Run time: about five minutes. The two no-answer cases take 37 s each: the proxy gives up on the
 ringing mobile only at tm's fr_inv_timer (30 s, kamailio/kamailio.cfg). Every case also spends
@@ -128,35 +128,11 @@ def test_a_handoff_by_direction_and_origin(direction, origin, who, stack, db, ph
 
 
 # ---- hanging up before the mobile answers ----------------------------------------------------
-# Races: routing.handoff.routes.HandoffRoutes.run carries out a transition's actions in order,
-# and the SIP it sends (a CANCEL, an INVITE, a reply) goes out before the Save or Drop that
-# follows; what answers it at once is handled by another worker on the state as it was. A race
-# is lost only some of the time, so these are non-strict xfails (a strict one would fail the
-# run whenever the race is won).
-RACE_DESK_BYE = (
-    "race: on the desk's BYE while the mobile rings, model._in_d1 cancels the mobile's leg "
-    "(CancelLeg) before the call is dropped; the mobile's 487 reaches leg_reply while the "
-    "pending handoff is still saved, and model.mobile_refused runs on it: the handoff is "
-    "logged 'no-answer' instead of 'failed', the desk is told the refusal after its BYE, "
-    "and its Save can bring the dropped call back (htable c:<call-id>, s:1001:desk left)")
-
 
 @pytest.mark.parametrize("how,who", [
-    pytest.param("refer", "desk", id="refer-desk-hangs-up-while-the-mobile-rings",
-                 marks=pytest.mark.xfail(strict=False, reason=RACE_DESK_BYE)),
-    pytest.param("held-code", "desk", id="held-code-desk-hangs-up-while-the-mobile-rings",
-                 marks=pytest.mark.xfail(strict=False, reason=RACE_DESK_BYE + (
-                     "; then the dialog module's dialog:end for D1 finds the call brought "
-                     "back and ends it as timed out: the proxy's own BYE (the desk's next "
-                     "CSeq) reaches the far end beside the desk's relayed BYE, the far end "
-                     "answers the second '500 Invalid CSeq', and the desk gets that 500 as "
-                     "the answer to its BYE"))),
-    pytest.param("held-code", "code-call", id="held-code-code-call-hung-up-early",
-                 marks=pytest.mark.xfail(strict=False, reason=(
-                     "race: model.code_call_cancelled's CancelLeg goes out before the state "
-                     "without the pending handoff is saved; the mobile's 487 to that CANCEL "
-                     "is then taken by leg_reply for a refusal (model.mobile_refused): the "
-                     "handoff is logged 'no-answer', not 'cancelled'"))),
+    pytest.param("refer", "desk", id="refer-desk-hangs-up-while-the-mobile-rings"),
+    pytest.param("held-code", "desk", id="held-code-desk-hangs-up-while-the-mobile-rings"),
+    pytest.param("held-code", "code-call", id="held-code-code-call-hung-up-early"),
 ])
 def test_hanging_up_while_the_mobile_rings(how, who, stack, db, phones):
     set_up(db, stack)
@@ -264,33 +240,13 @@ def test_a_failed_handoff_leaves_the_call_on_the_desk(how, failure, stack, db, p
 
 # ---- hold and re-INVITE after a handoff --------------------------------------------------------
 
-ACK_NOT_MATCHED = (
-    "the proxy retransmits its own 200s to these re-INVITEs though they were ACKed "
-    "(RFC 3261 13.3.1.4): model.in_dialog ends the ACK as [] (DONE) in STITCHED, so tm never "
-    "matches it and resends the 200 at T1, 2*T1, ...")
-FAR_ANSWERED_SENDRECV = (
-    "the proxy answers the far end's a=sendonly re-INVITE from rtpengine with a=sendrecv "
-    "(RFC 3264 6.1: recvonly or inactive): Media.answer_for answers with the near end's last "
-    "SDP; and " + ACK_NOT_MATCHED)
 
 
 @pytest.mark.parametrize("handoff,holder", [
-    pytest.param("refer", "far-end", id="after-refer-far-end-holds",
-                 marks=pytest.mark.xfail(strict=True, reason=FAR_ANSWERED_SENDRECV)),
-    pytest.param("refer", "near-end", id="after-refer-mobile-holds",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "the proxy's 200 to the mobile's re-INVITEs (hold, resume) carries no "
-                     "SDP answer: routes.leg_reply builds the mobile's Leg without given_sdp, "
-                     "so model._from_near_stitched replies with an empty body; and "
-                     + ACK_NOT_MATCHED))),
-    pytest.param("to-desk", "far-end", id="after-to-desk-far-end-holds",
-                 marks=pytest.mark.xfail(strict=True, reason=FAR_ANSWERED_SENDRECV)),
-    pytest.param("to-desk", "near-end", id="after-to-desk-desk-holds",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "the proxy answers the desk's a=sendonly re-INVITE with the SDP it gave "
-                     "the desk (a=sendrecv; RFC 3264 6.1: recvonly or inactive): "
-                     "model._from_near_stitched replies near.given_sdp whatever the offer; "
-                     "and " + ACK_NOT_MATCHED))),
+    pytest.param("refer", "far-end", id="after-refer-far-end-holds"),
+    pytest.param("refer", "near-end", id="after-refer-mobile-holds"),
+    pytest.param("to-desk", "far-end", id="after-to-desk-far-end-holds"),
+    pytest.param("to-desk", "near-end", id="after-to-desk-desk-holds"),
 ])
 def test_hold_and_resume_after_a_handoff(handoff, holder, stack, db, phones):
     """The party holds and resumes (two re-INVITEs); the proxy answers both itself (the far
@@ -367,11 +323,6 @@ def test_kamailio_restarts_after_a_handoff_then_the_call_comes_back_and_ends(sta
 
 # ---- races: the same steps, where the routing's answer comes too soon ------------------------
 
-@pytest.mark.xfail(strict=False, reason=(
-    "race: HandoffRoutes.take_to_desk answers the code call 200 before model.desk_answered's "
-    "state (the desk's new leg) is saved; the desk's codec-lock re-INVITE a millisecond later "
-    "finds no call (HandoffRoutes.in_dialog: NEXT; loose_route: no Route) and gets "
-    "'404 Not Here'"))
 def test_a_desk_that_reinvites_at_once_after_taking_the_call_back(stack, db, phones):
     """Mobile → desk with a desk that locks the codec (pjsua's default, and many phones'):
     the proxy's 200 to the code call offers several codecs, so the desk re-INVITEs in its new
@@ -388,11 +339,6 @@ def test_a_desk_that_reinvites_at_once_after_taking_the_call_back(stack, db, pho
     assert_no_residue(stack)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "race: HandoffRoutes._ring_mobile sends the mobile's INVITE before the RINGING state is "
-    "saved; a 503 at once (no 180) reaches leg_reply before the pending leg is known and is "
-    "dropped as 'a retransmission, or too late': the desk never gets its NOTIFY and the call "
-    "stays RINGING"))
 def test_a_handoff_the_trunk_refuses_at_once(stack, db, phones):
     """Desk → mobile by transfer; the trunk answers the INVITE 503 at once, without ringing
     (a carrier with no route does). The desk must get NOTIFY 503 and keep its call. Three
