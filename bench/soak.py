@@ -178,9 +178,9 @@ def register_desks(cfg, per_kind: int) -> None:
 
 # ---- what is measured -----------------------------------------------------------------------
 
-def htable_entries(cfg) -> int:
+def htable_entries(cfg, name: str = "call") -> int:
     for table in rpc.call(cfg, "htable.stats") or []:
-        if table.get("name") == "call":
+        if table.get("name") == name:
             return int(table.get("all", 0))
     return 0
 
@@ -193,6 +193,8 @@ def snapshot(cfg, full: bool = True) -> dict:
            "rtpengine_sessions": len(tb.rtpengine_sessions(cfg)),
            "twin_legs": int(rpc.call(cfg, "dlg.profile_get_size", "twin_legs") or 0),
            "htable_call_entries": htable_entries(cfg),
+           # the routing's subscriber cache (shared memory, entries expire after 300 s)
+           "htable_subs_entries": htable_entries(cfg, "subs"),
            "tm_current": int((rpc.call(cfg, "tm.stats") or {}).get("current", 0)),
            "load_average": round(os.getloadavg()[0], 2)}
     if full:
@@ -523,6 +525,7 @@ def finish(cfg, result: dict, logdir: Path, residue_timeout: float) -> dict:
     result["after"] = snapshot(cfg)
     result["fresh_call"] = fresh_call(cfg, logdir / "fresh")
     result["after_fresh_call"] = check_residue(cfg, 20)
+    result["steady_load_trend"] = trend(result["samples"])
     result["problems"] = judge(result)
     if not result["residue"]["clean"]:
         result["problems"].append(f"residue: {result['residue']['left']}")
@@ -641,8 +644,17 @@ def markdown(result: dict) -> str:
                        ("htable_call_entries", "htable `call` entries"),
                        ("pg_htable_rows", "PostgreSQL `htable` rows"),
                        ("live_call_rows", "live `call` rows"),
-                       ("tm_current", "tm transactions")):
+                       ("tm_current", "tm transactions"),
+                       ("htable_subs_entries", "htable `subs` entries (subscriber cache)")):
         out.append(f"| {label} | {b.get(key)} | {peak.get(key, '–')} | {a.get(key)} |")
+    steady = trend(result.get("samples", []))
+    if steady:
+        shown = ", ".join(f"{label} {int(steady[key][0]):,} → {int(steady[key][1]):,}"
+                          for key, label in (("kamailio_shm_bytes", "Kamailio shm bytes"),
+                                             ("rtpengine_rss_kb", "rtpengine RSS kB"),
+                                             ("dialogs", "dialogs")))
+        out += ["", "Under steady load (samples with at least half the peak of dialogs), the "
+                    f"median of the first and of the last tenth of them: {shown}."]
     r = result["residue"]
     f = result["fresh_call"]
     out += ["", f"Residue {r['waited_s']} s after the load: "
@@ -650,6 +662,23 @@ def markdown(result: dict) -> str:
                 f"{'rang the mobile' if f['mobile_rung'] else 'did NOT ring the mobile'}"
                 f"{'' if f['completed'] else ' (call failed)'}."]
     return "\n".join(out)
+
+
+def trend(samples: list[dict]) -> dict[str, tuple[float, float]]:
+    """Median of the first and the last tenth of the samples taken under steady load (at
+    least half the peak of dialogs): does anything grow while the load stays the same?"""
+    loaded = [s for s in samples if "error" not in s]
+    peak = max((s["dialogs"] for s in loaded), default=0)
+    loaded = [s for s in loaded if peak and s["dialogs"] >= peak / 2]
+    if len(loaded) < 4:
+        return {}
+    n = max(1, len(loaded) // 10)
+    out = {}
+    for key in ("kamailio_shm_bytes", "rtpengine_rss_kb", "dialogs", "htable_call_entries"):
+        first = sorted(s[key] for s in loaded[:n])
+        last = sorted(s[key] for s in loaded[-n:])
+        out[key] = (first[len(first) // 2], last[len(last) // 2])
+    return out
 
 
 def default_rate() -> tuple[float, str]:
