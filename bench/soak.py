@@ -187,8 +187,13 @@ def htable_entries(cfg, name: str = "call") -> int:
 
 def snapshot(cfg, full: bool = True) -> dict:
     """The figures before and after (full) or while the load runs (cheaper reads)."""
+    shm = rpc.call(cfg, "core.shmmem")
     out = {"at": round(time.time(), 1),
-           "kamailio_shm_bytes": tb.shm_used(cfg),
+           "kamailio_shm_bytes": int(shm["real_used"]),
+           "kamailio_shm_used_bytes": int(shm["used"]),      # without allocator overhead
+           # Kamailio's rtpengine module keeps (Call-ID, via-branch) -> rtpengine node until
+           # a delete through the module or its hash_table_tout (3600 s) removes it
+           "rtpengine_module_hash_entries": int(rpc.call(cfg, "rtpengine.get_hash_total")),
            "rtpengine_rss_kb": tb.rtpengine_rss_kb(cfg),
            "rtpengine_sessions": len(tb.rtpengine_sessions(cfg)),
            "twin_legs": int(rpc.call(cfg, "dlg.profile_get_size", "twin_legs") or 0),
@@ -638,6 +643,8 @@ def markdown(result: dict) -> str:
                 peak[key] = max(peak.get(key, value), value)
     out += ["", "| figure | before | peak (sampled) | after |", "|---|---|---|---|"]
     for key, label in (("kamailio_shm_bytes", "Kamailio shm real_used (bytes)"),
+                       ("kamailio_shm_used_bytes", "Kamailio shm used (bytes)"),
+                       ("rtpengine_module_hash_entries", "rtpengine module hash entries"),
                        ("rtpengine_rss_kb", "rtpengine RSS (kB)"),
                        ("rtpengine_sessions", "rtpengine sessions"),
                        ("dialogs", "dialogs"), ("twin_legs", "twin_legs profile"),
@@ -651,6 +658,9 @@ def markdown(result: dict) -> str:
     if steady:
         shown = ", ".join(f"{label} {int(steady[key][0]):,} → {int(steady[key][1]):,}"
                           for key, label in (("kamailio_shm_bytes", "Kamailio shm bytes"),
+                                             ("kamailio_shm_used_bytes", "shm used bytes"),
+                                             ("rtpengine_module_hash_entries",
+                                              "rtpengine module hash entries"),
                                              ("rtpengine_rss_kb", "rtpengine RSS kB"),
                                              ("dialogs", "dialogs")))
         out += ["", "Under steady load (samples with at least half the peak of dialogs), the "
@@ -674,7 +684,8 @@ def trend(samples: list[dict]) -> dict[str, tuple[float, float]]:
         return {}
     n = max(1, len(loaded) // 10)
     out = {}
-    for key in ("kamailio_shm_bytes", "rtpengine_rss_kb", "dialogs", "htable_call_entries"):
+    for key in ("kamailio_shm_bytes", "kamailio_shm_used_bytes", "rtpengine_module_hash_entries",
+                "rtpengine_rss_kb", "dialogs", "htable_call_entries"):
         first = sorted(s[key] for s in loaded[:n])
         last = sorted(s[key] for s in loaded[-n:])
         out[key] = (first[len(first) // 2], last[len(last) // 2])
