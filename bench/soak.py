@@ -408,6 +408,7 @@ def run_load(cfg, plan: Plan, logdir: Path, sample_every: float = 10.0,
                    "retransmissions": load._int(stats, "Retransmissions(C)"),
                    "achieved_cps": load.achieved_rate(rtt.get("ring@", []), created, duration),
                    "ring_ms": load.percentiles(rtt.get("ring", [])),
+                   "ring_ms_by_window": ring_by_window(logdir),
                    "rc": caller.proc.returncode},
         "agents": {a.name: {**screen_counts(a), "rc": a.proc.returncode,
                             **({"errors": err_tail(a)} if err_tail(a) else {})}
@@ -435,6 +436,25 @@ def run_load(cfg, plan: Plan, logdir: Path, sample_every: float = 10.0,
     result["mobile"] = {what: mobile_log.count(what) for what in
                         ("ring-cancelled", "answered-then-bye", "answered-hung-up", "declined")}
     return result
+
+
+def ring_by_window(logdir: Path, windows: int = 6) -> list[dict]:
+    """INVITE -> first 180 (p50 / p99 ms) in consecutive windows of the run: does the proxy
+    get slower as the soak goes on?"""
+    rtt = load.read_rtt(logdir)
+    pairs = sorted(zip(rtt.get("ring@", []), rtt.get("ring", [])))
+    if len(pairs) < windows * 10:
+        return []
+    start, end = pairs[0][0], pairs[-1][0]
+    width = (end - start) / windows or 1
+    out = []
+    for w in range(windows):
+        values = [v for at, v in pairs if start + w * width <= at < start + (w + 1) * width
+                  or (w == windows - 1 and at == end)]
+        stats = load.percentiles(values)
+        out.append({"from_s": round(w * width / 1000), "to_s": round((w + 1) * width / 1000),
+                    "n": stats.get("n", 0), "p50": stats.get("p50"), "p99": stats.get("p99")})
+    return out
 
 
 def handoff_summary(result: dict, db_outcomes: dict[str, int]) -> dict:
@@ -665,6 +685,10 @@ def markdown(result: dict) -> str:
                                              ("dialogs", "dialogs")))
         out += ["", "Under steady load (samples with at least half the peak of dialogs), the "
                     f"median of the first and of the last tenth of them: {shown}."]
+    windows = result["caller"].get("ring_ms_by_window") or []
+    if windows:
+        out += ["", "INVITE → 180 at the caller, p50 / p99 ms, by sixth of the run: " + ", ".join(
+            f"{w['from_s']}-{w['to_s']} s {w['p50']:g} / {w['p99']:g}" for w in windows) + "."]
     r = result["residue"]
     f = result["fresh_call"]
     out += ["", f"Residue {r['waited_s']} s after the load: "
