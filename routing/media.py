@@ -88,14 +88,14 @@ class Media:
     def answer_for(self, call_id: str, offer_tag: str, offer_sdp: str, answer_tag: str,
                    answer_sdp: str) -> str:
         """An offer from one side answered with the other side's last SDP, every port kept:
-        how the proxy answers a far end's re-INVITE, or re-offers to take back a hold."""
-        self.client.offer(call_id, offer_tag, offer_sdp,
-                          OfferOptions(extra={"to-tag": answer_tag}, port_latching=True,
-                                       **MEDIA))
+        how the proxy answers a far end's re-INVITE."""
+        self.reoffer(call_id, offer_tag, offer_sdp, answer_tag)
         return self.client.answer(call_id, offer_tag, answer_tag, answer_sdp,
                                   AnswerOptions(port_latching=True, **MEDIA)).sdp
 
     def reoffer(self, call_id: str, from_tag: str, sdp: str, to_tag: str) -> str:
+        """An offer within the call, every port kept (port latching): the SDP for the other
+        side, e.g. the re-INVITE that takes back a hold."""
         return self.client.offer(call_id, from_tag, sdp,
                                  OfferOptions(extra={"to-tag": to_tag}, port_latching=True,
                                               **MEDIA)).sdp
