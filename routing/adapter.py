@@ -19,6 +19,7 @@ from .handoff.routes import HandoffRoutes
 from .handoff.state import LEG_PREFIX
 from .kemi import DONE, Htable, guarded, pv, reply
 from .media import Media
+from .metrics import Metrics
 from .registrar import RegistrarRoutes
 from .requests import RequestRoutes
 from .ring import RingRoutes
@@ -60,6 +61,7 @@ class Handler:
         self.wire(SubscriberStore(self.cfg.dsn(), self.cfg.statement_timeout_ms,
                                   shared=Htable(SUBSCRIBER_HTABLE)))
         if rank > 0:
+            self.metrics.declare_series()
             try:                    # connect now, so the first call does not pay for it
                 self.store._connect()
             except StoreUnavailable as exc:
@@ -76,10 +78,12 @@ class Handler:
         media = Media(lambda: Client(cfg.rtpengine_ng.host, cfg.rtpengine_ng.port,
                                      timeout=NG_TIMEOUT_S, retries=NG_RETRIES))
         calls = CallStore(Htable(CALL_HTABLE), self.call_log)
-        self.handoff = HandoffRoutes(cfg, calls, media, self.call_log, self.store, twin_refusal)
+        self.metrics = Metrics()
+        self.handoff = HandoffRoutes(cfg, calls, media, self.call_log, self.store, twin_refusal,
+                                     self.metrics)
         self.requests = RequestRoutes(media, self.handoff)
         self.registrar = RegistrarRoutes(self.realm)
-        self.ring = RingRoutes(cfg, media, self.handoff, self.call_log)
+        self.ring = RingRoutes(cfg, media, self.handoff, self.call_log, self.metrics)
 
     def ready(self) -> None:
         if self.store is None:
@@ -194,6 +198,17 @@ class Handler:
         if event == "dialog:end":
             self.ready()
             self.handoff.dialog_ended(pv("$dlg(callid)"))
+        return 1
+
+    @guarded
+    def ksr_xhttp_event(self, msg, *_event) -> int:
+        """HTTP on a TCP listener: GET /metrics on the metrics listener (xhttp_prom), nothing
+        else anywhere."""
+        if pv("$Rp") == str(self.cfg.metrics_kamailio.port) and \
+                KSR.xhttp_prom.check_uri() > 0:
+            KSR.xhttp_prom.dispatch()
+        else:
+            KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "not here\n")
         return 1
 
     # ---- the background writer ---------------------------------------------------------------

@@ -2,7 +2,14 @@
 
 Ordinary offers and answers go through Kamailio's rtpengine module (its flag strings); the
 handoff's own commands (helper offers, the switch, answers from the far end's media) go
-through rtpctl. Both take their flags from MEDIA, so they cannot disagree."""
+through rtpctl. Both take their flags from MEDIA, so they cannot disagree.
+
+Media is plain RTP/AVP toward every side but a phone on TLS: an offer toward a phone that
+registered over TLS (its contact says transport=tls, or the branch leaves on the TLS socket)
+gets SDES-SRTP, RTP/SAVP with rtpengine's own a=crypto keys; rtpengine decrypts on that side
+and the trunk side stays plain. Answers name no protocol: rtpengine then answers each offerer
+in the protocol it offered (measured on 10.5: an SAVP offer from a TLS desk is answered SAVP
+toward it while the trunk got AVP), so a desk's own SAVP offer needs no special case."""
 from __future__ import annotations
 
 import time
@@ -12,24 +19,47 @@ import KSR
 
 from rtpctl import AnswerOptions, Client, OfferOptions
 
-from .handoff.sdp import placeholder_sdp
+from .handoff.sdp import is_secure_contact, placeholder_sdp
+from .kemi import pv
 
-# Anchor on the proxy's address, no ICE, plain RTP/AVP toward every side.
-MEDIA = dict(replace=["origin", "session-connection"], ice="remove",
-             transport_protocol="RTP/AVP")
-
-
-def module_flags(media: dict) -> str:
-    """MEDIA as the rtpengine module's flag string."""
-    words = [f"replace-{what}" for what in media["replace"]]
-    return " ".join(words + [f"ICE={media['ice']}", media["transport_protocol"]])
+# Anchor on the proxy's address, no ICE; offers then name the protocol toward their side.
+MEDIA = dict(replace=["origin", "session-connection"], ice="remove")
+PLAIN, SECURE = "RTP/AVP", "RTP/SAVP"
+# SDES suites rtpengine must not offer a phone: the NULL ones authenticate but do not encrypt.
+SDES_EXCLUDED = ["no-NULL_HMAC_SHA1_80", "no-NULL_HMAC_SHA1_32"]
 
 
-RTP_COMMON = module_flags(MEDIA)
+def module_flags(media: dict, protocol: str | None = None) -> str:
+    """MEDIA as the rtpengine module's flag string (with an offer's protocol)."""
+    words = [f"replace-{what}" for what in media["replace"]] + [f"ICE={media['ice']}"]
+    if protocol == SECURE:
+        words += [f"SDES-{suite}" for suite in SDES_EXCLUDED]
+    return " ".join(words + ([protocol] if protocol else []))
+
+
+def offer_options(secure: bool, **kw) -> OfferOptions:
+    """rtpctl's offer toward a side: SRTP toward a phone on TLS, plain RTP otherwise."""
+    if secure:
+        extra = dict(kw.pop("extra", {}), SDES=SDES_EXCLUDED)
+        return OfferOptions(transport_protocol=SECURE, extra=extra, **kw, **MEDIA)
+    return OfferOptions(transport_protocol=PLAIN, **kw, **MEDIA)
+
+
 # Each forked branch gets its own offer (via-branch=auto-next: the Via branch of that very
 # branch for requests, the top Via for its replies), so a losing branch never touches the
 # winner's media.
-RTP_BRANCH = f"via-branch=auto-next {RTP_COMMON}"
+BRANCH = "via-branch=auto-next"
+RTP_ANSWER = module_flags(MEDIA)
+RTP_OFFER = {False: module_flags(MEDIA, PLAIN), True: module_flags(MEDIA, SECURE)}
+RTP_BRANCH_ANSWER = f"{BRANCH} {RTP_ANSWER}"
+RTP_BRANCH_OFFER = {secure: f"{BRANCH} {flags}" for secure, flags in RTP_OFFER.items()}
+
+
+def next_hop_secure() -> bool:
+    """Whether the request being relayed leaves over TLS: its next hop's transport (the
+    contact's transport=tls, or the destination lookup() set), or the TLS socket forced."""
+    return pv("$nh(P)").lower() == "tls" or pv("$fs").lower().startswith("tls:") or \
+        is_secure_contact(pv("$ru"))
 
 
 class Media:
@@ -46,34 +76,36 @@ class Media:
     # ---- the rtpengine module, for the request being routed --------------------------------
     @staticmethod
     def offer_branch() -> bool:
-        return KSR.rtpengine.rtpengine_offer(RTP_BRANCH) > 0
+        return KSR.rtpengine.rtpengine_offer(RTP_BRANCH_OFFER[next_hop_secure()]) > 0
 
     @staticmethod
     def answer_branch() -> None:
-        KSR.rtpengine.rtpengine_answer(RTP_BRANCH)
+        KSR.rtpengine.rtpengine_answer(RTP_BRANCH_ANSWER)
 
     @staticmethod
     def drop_branch() -> None:
-        KSR.rtpengine.rtpengine_delete(RTP_BRANCH)
+        KSR.rtpengine.rtpengine_delete(BRANCH)
 
     @staticmethod
     def offer_in_dialog() -> None:
-        KSR.rtpengine.rtpengine_offer(RTP_COMMON)
+        KSR.rtpengine.rtpengine_offer(RTP_OFFER[next_hop_secure()])
 
     @staticmethod
     def answer_in_dialog() -> None:
-        KSR.rtpengine.rtpengine_answer(RTP_COMMON)
+        KSR.rtpengine.rtpengine_answer(RTP_ANSWER)
 
     @staticmethod
     def drop_call() -> None:
         KSR.rtpengine.rtpengine_delete0()
 
     # ---- the handoff's own commands (rtpctl) ----------------------------------------------
-    def open_for_new_device(self, call_id: str, helper_tag: str, via_branch: str) -> str:
+    def open_for_new_device(self, call_id: str, helper_tag: str, via_branch: str,
+                            secure: bool = False) -> str:
         """Ports for a device that is to take the call: an offer on the far end's call with
-        a fresh helper tag; the far end and the current device are not disturbed."""
+        a fresh helper tag; the far end and the current device are not disturbed. secure:
+        the device is a phone on TLS (SRTP toward it)."""
         return self.client.offer(call_id, helper_tag, placeholder_sdp(str(int(time.time()))),
-                                 OfferOptions(via_branch=via_branch, **MEDIA)).sdp
+                                 offer_options(secure, via_branch=via_branch)).sdp
 
     def switch(self, call_id: str, far_tag: str, new_tag: str, new_sdp: str, via_branch: str,
                old_tag: str) -> float:
@@ -86,19 +118,21 @@ class Media:
         return (time.perf_counter() - started) * 1000
 
     def answer_for(self, call_id: str, offer_tag: str, offer_sdp: str, answer_tag: str,
-                   answer_sdp: str) -> str:
+                   answer_sdp: str, answerer_secure: bool = False) -> str:
         """An offer from one side answered with the other side's last SDP, every port kept:
         how the proxy answers a far end's re-INVITE."""
-        self.reoffer(call_id, offer_tag, offer_sdp, answer_tag)
+        self.reoffer(call_id, offer_tag, offer_sdp, answer_tag, answerer_secure)
         return self.client.answer(call_id, offer_tag, answer_tag, answer_sdp,
                                   AnswerOptions(port_latching=True, **MEDIA)).sdp
 
-    def reoffer(self, call_id: str, from_tag: str, sdp: str, to_tag: str) -> str:
+    def reoffer(self, call_id: str, from_tag: str, sdp: str, to_tag: str,
+                toward_secure: bool = False) -> str:
         """An offer within the call, every port kept (port latching): the SDP for the other
-        side, e.g. the re-INVITE that takes back a hold."""
+        side, e.g. the re-INVITE that takes back a hold. toward_secure: that side is a
+        phone on TLS."""
         return self.client.offer(call_id, from_tag, sdp,
-                                 OfferOptions(extra={"to-tag": to_tag}, port_latching=True,
-                                              **MEDIA)).sdp
+                                 offer_options(toward_secure, extra={"to-tag": to_tag},
+                                               port_latching=True)).sdp
 
     def delete(self, call_id: str, helper_tag: str = "") -> None:
         if helper_tag:

@@ -16,6 +16,7 @@ from .handoff.state import Device, Side
 from .kemi import DONE, pv, reply
 
 FACTS_AVP = "$avp(tw_call)"
+ANSWERED_VAR = "$dlg_var(tw_answered)"   # who answered the call (counted once, in metrics)
 FLB_MOBILE = 1                      # branch flag: this branch is the twin leg
 TWIN_LEGS_PROFILE = "twin_legs"
 VOICEMAIL_RING_MS = 60000           # how long the voicemail server may take to answer
@@ -45,8 +46,9 @@ class CallFacts:
 
 
 class RingRoutes:
-    def __init__(self, cfg, media, handoff, call_log):
+    def __init__(self, cfg, media, handoff, call_log, metrics=None):
         self.cfg = cfg
+        self.metrics = metrics
         self.realm = cfg.sip_domain
         self.media = media
         self.handoff = handoff
@@ -76,6 +78,8 @@ class RingRoutes:
         mobile_uri = self._twin_uri(sub) if decision.mobile else None
         if mobile_uri:
             KSR.dialog.set_dlg_profile(TWIN_LEGS_PROFILE, sub.extension)
+            if self.metrics:
+                self.metrics.twinned_call()
         facts.keep()
         if decision.desk:
             KSR.pv.sets("$ru", desk_uri)
@@ -171,9 +175,11 @@ class RingRoutes:
             if KSR.dispatcher.ds_is_from_list(self.cfg.dispatcher_set) > 0:
                 device = Device.MOBILE
             elif pv("$si") == self.voicemail_hostport.split(":")[0]:
+                self._count_answered("voicemail")
                 return                              # voicemail: nothing to hand off
             else:
                 device = Device.DESK
+            self._count_answered(device.value)
             far_side, far_number, far_name = Side.CALLER, facts.caller_num, facts.caller_name
         else:                                       # the desk placed the call
             device, far_side, far_number, far_name = Device.DESK, Side.CALLEE, pv("$tU"), ""
@@ -185,6 +191,13 @@ class RingRoutes:
                                    facts.caller_num, pv("$tU"),
                                    [d for d in facts.rang.split(",") if d], device.value,
                                    state)
+
+    def _count_answered(self, device: str) -> None:
+        """Once per call: tm relays every retransmission of the 200 through here too."""
+        if self.metrics is None or pv(ANSWERED_VAR):
+            return
+        KSR.pv.sets(ANSWERED_VAR, device)
+        self.metrics.answered(device)
 
     def branch_failure_twin(self) -> None:
         """The twin leg failed on one gateway (5xx, 408) while the desk may still ring: try

@@ -25,10 +25,13 @@ from psycopg.rows import dict_row
 from rtpctl import Client, RtpctlError
 from twinning.config import REPO_ROOT, SiteConfig
 
+from . import diagnose
 from . import migrate as migrations
+from .diagnose import LogMark, Port
 from .errors import TwinctlError
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+OPENSSL = "/usr/bin/openssl"
 KAMAILIO = "/usr/sbin/kamailio"
 RTPENGINE = "/usr/bin/rtpengine"
 KAMAILIO_CFG = REPO_ROOT / "kamailio" / "kamailio.cfg"
@@ -100,17 +103,20 @@ def _pid_alive(pidfile: Path) -> int | None:
     return pid
 
 
-def _wait(predicate, timeout: float, what: str, log: Path | None = None) -> None:
+def _await_start(daemon: str, pidfile: Path, ready, timeout: float, ports: list[Port],
+                 mark: LogMark) -> None:
+    """Wait until a spawned daemon answers; if it exits or stays silent, say why."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
+        if not _pid_alive(pidfile):
+            pidfile.unlink(missing_ok=True)
+            raise TwinctlError(diagnose.explain(daemon, ports, mark.path, mark.new_lines(),
+                                                "it exited"))
+        if ready():
             return
         time.sleep(0.1)
-    hint = ""
-    if log and log.exists():
-        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-        hint = "; last log lines:\n  " + "\n  ".join(tail)
-    raise TwinctlError(f"{what} did not answer within {timeout:.0f}s{hint}")
+    raise TwinctlError(diagnose.explain(daemon, ports, mark.path, mark.new_lines(),
+                                        f"it did not answer within {timeout:.0f}s"))
 
 
 def _stop_pid(pidfile: Path, name: str, timeout: float = 10.0) -> bool:
@@ -228,9 +234,17 @@ class Postgres:
         opts = (f"-c listen_addresses={self.cfg.db_host} -c port={self.cfg.db_port} "
                 f"-c unix_socket_directories={self.paths.pgsock} -c max_connections=200 "
                 f"-c fsync=on")
-        _run(self.prefix + [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D",
-                            str(self.paths.pgdata), "-l", str(self.log), "-o", opts],
-             "starting PostgreSQL")
+        mark = LogMark(self.log)
+        try:
+            _run(self.prefix + [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D",
+                                str(self.paths.pgdata), "-l", str(self.log), "-o", opts],
+                 "starting PostgreSQL")
+        except TwinctlError as exc:
+            raise TwinctlError(diagnose.explain("PostgreSQL", self.ports(), self.log,
+                                                mark.new_lines() or [str(exc)])) from None
+
+    def ports(self) -> list[Port]:
+        return [Port("tcp", self.cfg.db_host, self.cfg.db_port, "PostgreSQL")]
 
     def ensure_database(self) -> None:
         """The application role and database, created once by the cluster's superuser (whose
@@ -275,18 +289,25 @@ class Rtpengine:
                 f"--listen-ng={c.rtpengine_ng}", f"--listen-cli={c.rtpengine_cli}",
                 f"--port-min={c.rtp_port_min}", f"--port-max={c.rtp_port_max}",
                 f"--delete-delay={c.rtp_delete_delay}", "--log-level=5",
+                f"--listen-http={c.metrics_rtpengine}",
                 "--num-threads=2", "--timeout=60", "--silent-timeout=3600"]
+
+    def ports(self) -> list[Port]:
+        c = self.cfg
+        return [Port("udp", c.rtpengine_ng.host, c.rtpengine_ng.port, "ng control"),
+                Port("tcp", c.rtpengine_cli.host, c.rtpengine_cli.port, "cli"),
+                Port("tcp", c.metrics_rtpengine.host, c.metrics_rtpengine.port, "metrics")]
 
     def start(self) -> None:
         if _pid_alive(self.paths.rtpengine_pid):
             return
         if ng_ping(self.cfg):
-            raise TwinctlError(f"something else already answers ng on {self.cfg.rtpengine_ng}")
+            raise TwinctlError(f"something else already answers ng on {self.cfg.rtpengine_ng}"
+                               + "".join(f"; {t}" for t in diagnose.taken_ports(self.ports())))
+        mark = LogMark(self.log)
         _spawn(self.command(), self.paths.rtpengine_pid, self.log)
-        _wait(lambda: ng_ping(self.cfg) or not _pid_alive(self.paths.rtpengine_pid), 15,
-              "rtpengine", self.log)
-        if not _pid_alive(self.paths.rtpengine_pid):
-            _wait(lambda: False, 0, "rtpengine (it exited)", self.log)
+        _await_start("rtpengine", self.paths.rtpengine_pid, lambda: ng_ping(self.cfg), 15,
+                     self.ports(), mark)
 
     def stop(self) -> bool:
         return _stop_pid(self.paths.rtpengine_pid, "rtpengine")
@@ -312,6 +333,11 @@ class Kamailio:
             "ROUTING_SCRIPT": str(ROUTING_SCRIPT),
             "DISPATCHER_SET": str(c.dispatcher_set),
             "TRUSTED_GROUP": str(c.trusted_group),
+            "TLS_PORT": str(c.tls_port),
+            "TLS_CERT": str(c.tls_pair[0]),
+            "TLS_KEY": str(c.tls_pair[1]),
+            "METRICS_ADDR": c.metrics_kamailio.host,
+            "METRICS_PORT": str(c.metrics_kamailio.port),
         }
         header = [f"# Rendered by twinctl from {c.path}; do not edit, edit that file instead."]
         for key, value in defs.items():
@@ -335,29 +361,71 @@ class Kamailio:
                 "-m", str(self.cfg.shm_mb), "-M", str(self.cfg.pkg_mb),
                 "-P", str(self.paths.kamailio_pid)]
 
+    def ports(self) -> list[Port]:
+        c = self.cfg
+        return [Port("udp", c.proxy_address, c.proxy_port, "SIP"),
+                Port("tcp", c.proxy_address, c.proxy_port, "SIP"),
+                Port("tcp", c.proxy_address, c.tls_port, "SIP over TLS"),
+                Port("tcp", c.metrics_kamailio.host, c.metrics_kamailio.port, "metrics")]
+
     def check(self) -> None:
+        """`kamailio -c` on the rendered cfg; its complaints also go to the log."""
         self.render()
-        _run([KAMAILIO, "-c", "-f", str(self.paths.kamailio_cfg)], "Kamailio cfg check",
-             env=self.env())
+        ensure_tls_pair(self.cfg)
+        try:
+            res = subprocess.run([KAMAILIO, "-c", "-f", str(self.paths.kamailio_cfg)],
+                                 capture_output=True, text=True, timeout=60, env=self.env())
+        except FileNotFoundError:
+            raise TwinctlError(f"{KAMAILIO} not found; run scripts/install.sh") from None
+        if res.returncode != 0:
+            mark = LogMark(self.log)
+            with open(self.log, "a") as log:
+                log.write(f"--- twinctl: kamailio -c -f {self.paths.kamailio_cfg}\n")
+                log.write(res.stderr + res.stdout)
+            raise TwinctlError(diagnose.explain("Kamailio", [], self.log, mark.new_lines(),
+                                                "its cfg check failed"))
 
     def start(self) -> None:
         if _pid_alive(self.paths.kamailio_pid):
             return
         if sip_options(self.cfg):
             raise TwinctlError(f"something else already answers SIP on "
-                               f"{self.cfg.proxy_address}:{self.cfg.proxy_port}")
+                               f"{self.cfg.proxy_address}:{self.cfg.proxy_port}"
+                               + "".join(f"; {t}" for t in diagnose.taken_ports(self.ports())))
         self.check()
         # -DD keeps Kamailio in the foreground: our pid file is the main process.
         cmd = self.command()
         cmd.remove("-P"); cmd.remove(str(self.paths.kamailio_pid))
+        mark = LogMark(self.log)
         _spawn(cmd, self.paths.kamailio_pid, self.log, env=self.env())
-        _wait(lambda: sip_options(self.cfg) or not _pid_alive(self.paths.kamailio_pid), 30,
-              "Kamailio", self.log)
-        if not _pid_alive(self.paths.kamailio_pid):
-            _wait(lambda: False, 0, "Kamailio (it exited)", self.log)
+        _await_start("Kamailio", self.paths.kamailio_pid, lambda: sip_options(self.cfg), 30,
+                     self.ports(), mark)
 
     def stop(self) -> bool:
         return _stop_pid(self.paths.kamailio_pid, "kamailio", timeout=15)
+
+
+# ---- TLS ------------------------------------------------------------------------------------
+
+def ensure_tls_pair(cfg: SiteConfig) -> tuple[Path, Path]:
+    """The certificate and key Kamailio loads: the site config's, which must exist, or a
+    self-signed pair for the proxy address generated once into the state dir."""
+    cert, key = cfg.tls_pair
+    if cfg.tls_certificate:
+        for path in (cert, key):
+            if not path.is_file():
+                raise TwinctlError(f"[tls] file {path} (from {cfg.path}) does not exist")
+        return cert, key
+    if cert.exists() and key.exists():
+        return cert, key
+    cfg.tls_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(cfg.tls_dir, 0o700)
+    _run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+          "-nodes", "-days", "3650", "-subj", f"/CN={cfg.proxy_address}",
+          "-addext", f"subjectAltName=IP:{cfg.proxy_address}",
+          "-keyout", str(key), "-out", str(cert)], "generating the TLS certificate")
+    os.chmod(key, 0o600)
+    return cert, key
 
 
 # ---- the stack --------------------------------------------------------------------------------
@@ -402,7 +470,8 @@ def up(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[He
         rtp.start()
     kam = Kamailio(cfg, paths, kamailio_cfg)
     if not _pid_alive(paths.kamailio_pid):
-        log(f"starting Kamailio on {cfg.proxy_address}:{cfg.proxy_port} (udp, tcp)")
+        log(f"starting Kamailio on {cfg.proxy_address}:{cfg.proxy_port} (udp, tcp), "
+            f"tls :{cfg.tls_port}, metrics http://{cfg.metrics_kamailio}/metrics")
         kam.start()
     return health(cfg)
 

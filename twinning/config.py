@@ -59,6 +59,11 @@ class SiteConfig:
     max_twin_legs: int
     emergency_numbers: tuple[str, ...]
     state_dir: Path
+    tls_port: int = 5061
+    tls_certificate: Path | None = None     # None: `twinctl stack up` generates a pair
+    tls_private_key: Path | None = None
+    metrics_kamailio: HostPort | None = None
+    metrics_rtpengine: HostPort | None = None
     raw: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -68,6 +73,18 @@ class SiteConfig:
     @property
     def db_password_file(self) -> Path:
         return self.state_dir / "db-password"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the self-signed pair is generated when the site config names none."""
+        return self.state_dir / "tls"
+
+    @property
+    def tls_pair(self) -> tuple[Path, Path]:
+        """The certificate and private key Kamailio's tls module loads."""
+        if self.tls_certificate:
+            return self.tls_certificate, self.tls_private_key
+        return self.tls_dir / "proxy.crt", self.tls_dir / "proxy.key"
 
     def dsn(self) -> str:
         """libpq connection string; the password comes from the state dir when it exists."""
@@ -90,6 +107,12 @@ class SiteConfig:
                 f"{self.db_name}")
 
 
+def _port(value: int, what: str) -> int:
+    if not 0 < value < 65536:
+        raise ConfigError(f"{what} must be a port number (1-65535), got {value}")
+    return value
+
+
 def _get(data: dict, section: str, key: str, kind: type):
     try:
         value = data[section][key]
@@ -98,6 +121,24 @@ def _get(data: dict, section: str, key: str, kind: type):
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"[{section}] {key} must be a {kind.__name__}, got {value!r}")
     return value
+
+
+def _optional(data: dict, section: str, key: str, kind: type, default):
+    if key not in data.get(section, {}):
+        return default
+    return _get(data, section, key, kind)
+
+
+def _tls_files(data: dict, base: Path) -> tuple[Path | None, Path | None]:
+    """[tls] certificate and private_key: both or neither (neither: a generated pair)."""
+    cert = _optional(data, "tls", "certificate", str, "")
+    key = _optional(data, "tls", "private_key", str, "")
+    if bool(cert) != bool(key):
+        raise ConfigError("[tls] certificate and private_key go together: give both or neither")
+    if not cert:
+        return None, None
+    return tuple((base / p).resolve() if not Path(p).is_absolute() else Path(p)
+                 for p in (cert, key))
 
 
 def load(path: str | os.PathLike | None = None) -> SiteConfig:
@@ -112,9 +153,11 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
     state_dir = Path(os.environ.get("TWIN_STATE_DIR") or _get(data, "state", "dir", str))
     if not state_dir.is_absolute():
         state_dir = (path.parent / state_dir).resolve()
+    proxy_address = _get(data, "proxy", "address", str)
+    tls_cert, tls_key = _tls_files(data, path.parent)
     return SiteConfig(
         path=path,
-        proxy_address=_get(data, "proxy", "address", str),
+        proxy_address=proxy_address,
         proxy_port=_get(data, "proxy", "port", int),
         children=_get(data, "proxy", "children", int),
         shm_mb=_get(data, "proxy", "shm_mb", int),
@@ -138,5 +181,12 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
         max_twin_legs=_get(data, "calls", "max_twin_legs", int),
         emergency_numbers=tuple(_get(data, "calls", "emergency_numbers", list)),
         state_dir=state_dir,
+        tls_port=_port(_optional(data, "tls", "port", int, 5061), "[tls] port"),
+        tls_certificate=tls_cert,
+        tls_private_key=tls_key,
+        metrics_kamailio=HostPort.parse(
+            _optional(data, "metrics", "kamailio", str, f"{proxy_address}:9090"), 9090),
+        metrics_rtpengine=HostPort.parse(
+            _optional(data, "metrics", "rtpengine", str, f"{proxy_address}:9091"), 9091),
         raw=data,
     )

@@ -15,16 +15,18 @@ from . import model
 from .actions import (AbsorbAck, Action, AnswerFarFromMedia, CancelLeg, DeleteMedia, Drop, EndDialog,
                       HandoffFinished, HandoffStarted, Relay, Reply, ReplyCodeCall, ResumeFar,
                       RingMobile, Save, Send, Switch)
-from .sdp import answer_direction, restrict_codecs
+from .sdp import answer_direction, is_secure_contact, restrict_codecs
 from .state import Device, Leg, Sender, Side, StitchedCall, device_key, new_tag
 
 CSEQ_AVP = "$avp(tw_cseq)"      # the far end's own CSeq number of a request relayed renumbered
+TO_MOBILE, TO_DESK = "desk_to_mobile", "mobile_to_desk"     # the metrics' directions
 
 
 class HandoffRoutes:
     def __init__(self, cfg, calls, media, call_log, subscribers,
-                 twin_refusal: Callable[[object], Optional[str]]):
+                 twin_refusal: Callable[[object], Optional[str]], metrics=None):
         self.cfg = cfg
+        self.metrics = metrics
         self.calls = calls
         self.media = media
         self.call_log = call_log
@@ -96,11 +98,13 @@ class HandoffRoutes:
         handoff_id = self.call_log.handoff_started(call.call_id, "mobile", "desk")
         helper, branch = new_tag("h"), new_tag("v")
         desk_sdp = pv("$rb")
+        secure = pv("$pr").lower() == "tls" or is_secure_contact(pv("$(ct{tobody.uri})"))
         try:
-            offered = self.media.open_for_new_device(call.call_id, helper, branch)
+            offered = self.media.open_for_new_device(call.call_id, helper, branch, secure)
         except RtpctlError as exc:
             KSR.err(f"handoff to desk for {call.call_id}: {exc}\n")
             self.call_log.handoff_finished(handoff_id, model.Outcome.FAILED.value)
+            self._count(TO_DESK, model.Outcome.FAILED.value)
             return self.run(call, [Reply(500, "Media Server Error")])
         given = restrict_codecs(offered, desk_sdp)
         # The model saves the desk's leg, answers the desk, then switches: the desk starts
@@ -112,6 +116,7 @@ class HandoffRoutes:
         self.run(call, model.desk_answered(call, desk, branch))
         self.call_log.handoff_finished(handoff_id, model.Outcome.COMPLETED.value,
                                        self.switch_ms, answered=True)
+        self._count(TO_DESK, model.Outcome.COMPLETED.value, self.switch_ms)
         return DONE
 
     def code_call_cancelled(self) -> bool:
@@ -202,6 +207,13 @@ class HandoffRoutes:
             self.call_log.handoff_finished(action.handoff_id, action.outcome.value,
                                            self.switch_ms if action.answered else None,
                                            answered=action.answered)
+            # Only a handoff to the mobile is pending until it ends (the desk's is at once).
+            self._count(TO_MOBILE, action.outcome.value,
+                        self.switch_ms if action.answered else None)
+
+    def _count(self, way: str, outcome: str, switch_ms: Optional[float] = None) -> None:
+        if self.metrics is not None:
+            self.metrics.handoff(way, outcome, switch_ms)
 
     def _reply(self, code: int, reason: str, sdp: str = "") -> None:
         KSR.tm.t_newtran()
@@ -254,7 +266,8 @@ class HandoffRoutes:
     def _resume_far(self, call: StitchedCall) -> None:
         near = call.near
         sdp = self._media_safely(f"resume of {call.call_id}", self.media.reoffer,
-                                 call.call_id, near.tag, near.sdp, call.far.tag)
+                                 call.call_id, near.tag, near.sdp, call.far.tag,
+                                 is_secure_contact(call.far.contact))
         if sdp is not None:
             self._carry_out(call, model.resume_request(call, sdp, self.contact))
 
@@ -262,7 +275,8 @@ class HandoffRoutes:
         near = call.near
         sdp = self._media_safely(f"re-INVITE of handed-off call {call.call_id}",
                                  self.media.answer_for, call.call_id, call.far.tag,
-                                 pv("$rb"), near.tag, answer_direction(pv("$rb"), near.sdp))
+                                 pv("$rb"), near.tag, answer_direction(pv("$rb"), near.sdp),
+                                 is_secure_contact(near.contact))
         if sdp is None:
             self._reply(500, "Media Server Error")
         else:

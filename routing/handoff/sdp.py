@@ -97,3 +97,10 @@ def answer_direction(offer: str, answer: str) -> str:
     at = media[1] if len(media) > 1 else len(lines)
     lines.insert(at, f"a={wanted}")
     return "\r\n".join(lines) + "\r\n"
+
+
+def is_secure_contact(uri: str) -> bool:
+    """Whether a device's contact is reached over TLS (sips:, or transport=tls): media toward
+    it is SRTP."""
+    uri = uri.lower()
+    return uri.startswith("sips:") or "transport=tls" in uri

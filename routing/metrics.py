@@ -1,0 +1,51 @@
+"""The routing's own Prometheus metrics (docs/metrics.md), kept by Kamailio's xhttp_prom module
+in shared memory: every worker adds to the same series, and GET /metrics on the metrics
+listener shows them beside Kamailio's own statistics. The names are declared once, by
+modparam in kamailio/kamailio.cfg; xhttp_prom shows each with the prefix `kamailio_`."""
+from __future__ import annotations
+
+import KSR
+
+TWINNED = "twinning_twinned_calls_total"
+ANSWERED = "twinning_answered_calls_total"               # label device
+HANDOFFS = "twinning_handoffs_total"                     # labels direction, outcome
+SWITCH_MS = "twinning_handoff_switch_ms"                 # histogram, label direction
+VOICEMAIL_AVOIDED = "twinning_voicemail_avoided_calls_total"   # reserved: nothing counts it yet
+
+DEVICES = ("desk", "mobile", "voicemail")
+DIRECTIONS = ("desk_to_mobile", "mobile_to_desk")
+OUTCOMES = ("completed", "declined", "no-answer", "cancelled", "failed")
+
+
+def direction(from_device: str, to_device: str) -> str:
+    return f"{from_device}_to_{to_device}"
+
+
+class Metrics:
+    """Counting never fails a call: a refused update is logged by the module and ignored."""
+
+    @staticmethod
+    def declare_series() -> None:
+        """Every labelled series at 0 (adding 0 creates a series without touching a count
+        another worker made), so a scrape shows them before their first event."""
+        KSR.xhttp_prom.counter_inc_l0(TWINNED, 0)
+        KSR.xhttp_prom.counter_inc_l0(VOICEMAIL_AVOIDED, 0)
+        for device in DEVICES:
+            KSR.xhttp_prom.counter_inc_l1(ANSWERED, 0, device)
+        for way in DIRECTIONS:
+            for outcome in OUTCOMES:
+                KSR.xhttp_prom.counter_inc_l2(HANDOFFS, 0, way, outcome)
+
+    @staticmethod
+    def twinned_call() -> None:
+        KSR.xhttp_prom.counter_inc_l0(TWINNED, 1)
+
+    @staticmethod
+    def answered(device: str) -> None:
+        KSR.xhttp_prom.counter_inc_l1(ANSWERED, 1, device)
+
+    @staticmethod
+    def handoff(way: str, outcome: str, switch_ms: float | None = None) -> None:
+        KSR.xhttp_prom.counter_inc_l2(HANDOFFS, 1, way, outcome)
+        if switch_ms is not None:
+            KSR.xhttp_prom.histogram_observe_l1(SWITCH_MS, f"{switch_ms:.3f}", way)
