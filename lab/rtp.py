@@ -114,3 +114,36 @@ def assert_two_way(a: RtpProbe, b: RtpProbe, since: float, minimum: int = 25) ->
     assert got_ab >= minimum and got_ba >= minimum, (
         f"media not two-way: {a.ip}:{a.port}→{b.ip}:{b.port} {got_ab} packets, "
         f"{b.ip}:{b.port}→{a.ip}:{a.port} {got_ba} packets")
+
+
+def udp_payloads_to(ip: str, port: int, seconds: float = 1.0) -> list[bytes]:
+    """The UDP payloads sent to ip:port on the loopback interface over `seconds`, read off
+    the wire (a raw packet socket: root only), to see what a stream carries, not what an
+    endpoint makes of it: plain RTP or SRTP (whose payload is ciphertext plus an
+    authentication tag)."""
+    ETH_P_ALL, PACKET_OUTGOING = 0x0003, 4
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
+        sock.bind(("lo", 0))
+        sock.settimeout(0.05)
+        wanted = socket.inet_aton(ip)
+        found: list[bytes] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                frame, address = sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            if address[2] == PACKET_OUTGOING:        # lo shows each packet twice
+                continue
+            packet = frame[14:]                      # after the (dummy) Ethernet header
+            if len(packet) < 28 or packet[0] >> 4 != 4 or packet[9] != 17:
+                continue
+            header = (packet[0] & 0x0F) * 4
+            if packet[16:20] != wanted or \
+                    struct.unpack_from("!H", packet, header + 2)[0] != port:
+                continue
+            found.append(packet[header + 8:])
+        return found
+    finally:
+        sock.close()

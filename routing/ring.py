@@ -152,6 +152,10 @@ class RingRoutes:
                 KSR.uac.uac_replace_from(f'"{name}"' if name else "",
                                          f"sip:{number}@{self.realm}")
             KSR.setbflag(FLB_MOBILE)
+        if pv("$fs").lower().startswith("tls:") and pv("$nh(P)").lower() != "tls":
+            # lookup() forced the TLS socket of a desk on TLS for the whole transaction; the
+            # twin leg beside it leaves by the trunk's own transport.
+            KSR.pv.unset("$fs")
         if KSR.textops.has_body_type("application/sdp") > 0 and not self.media.offer_branch():
             KSR.xlog.xlog("L_ERR", "rtpengine offer failed for branch $T_branch_idx\n")
             KSR.tmx.t_drop()

@@ -15,7 +15,7 @@ from . import model
 from .actions import (AbsorbAck, Action, AnswerFarFromMedia, CancelLeg, DeleteMedia, Drop, EndDialog,
                       HandoffFinished, HandoffStarted, Relay, Reply, ReplyCodeCall, ResumeFar,
                       RingMobile, Save, Send, Switch)
-from .sdp import answer_direction, is_secure_contact, restrict_codecs
+from .sdp import answer_direction, is_secure_contact, match_crypto, restrict_codecs
 from .state import Device, Leg, Sender, Side, StitchedCall, device_key, new_tag
 
 CSEQ_AVP = "$avp(tw_cseq)"      # the far end's own CSeq number of a request relayed renumbered
@@ -33,6 +33,8 @@ class HandoffRoutes:
         self.subscribers = subscribers
         self.twin_refusal = twin_refusal
         self.contact = f"sip:handoff@{cfg.proxy_address}:{cfg.proxy_port}"
+        # What a phone on TLS is given: its later requests must come back over TLS.
+        self.tls_contact = f"sip:handoff@{cfg.proxy_address}:{cfg.tls_port};transport=tls"
         self.switch_ms: Optional[float] = None
 
     # ---- events ------------------------------------------------------------------------------
@@ -106,13 +108,13 @@ class HandoffRoutes:
             self.call_log.handoff_finished(handoff_id, model.Outcome.FAILED.value)
             self._count(TO_DESK, model.Outcome.FAILED.value)
             return self.run(call, [Reply(500, "Media Server Error")])
-        given = restrict_codecs(offered, desk_sdp)
+        given, desk_sdp = match_crypto(restrict_codecs(offered, desk_sdp), desk_sdp)
         # The model saves the desk's leg, answers the desk, then switches: the desk starts
         # sending as soon as it has our SDP, and the far end hears the mobile until the
         # switch a millisecond later.
         desk = Leg(Device.DESK, pv("$ci"), pv("$ft"), pv("$(ct{tobody.uri})"), pv("$fu"),
                    local_uri=pv("$tu"), local_tag=pv("$ltt(t)"), cseq=int(pv("$cs") or 1),
-                   sdp=desk_sdp, given_sdp=given, local_contact=self.contact)
+                   sdp=desk_sdp, given_sdp=given, local_contact=self._local_contact())
         self.run(call, model.desk_answered(call, desk, branch))
         self.call_log.handoff_finished(handoff_id, model.Outcome.COMPLETED.value,
                                        self.switch_ms, answered=True)
@@ -211,6 +213,10 @@ class HandoffRoutes:
             self._count(TO_MOBILE, action.outcome.value,
                         self.switch_ms if action.answered else None)
 
+    def _local_contact(self) -> str:
+        """The proxy's Contact for the device whose request is being handled."""
+        return self.tls_contact if pv("$pr").lower() == "tls" else self.contact
+
     def _count(self, way: str, outcome: str, switch_ms: Optional[float] = None) -> None:
         if self.metrics is not None:
             self.metrics.handoff(way, outcome, switch_ms)
@@ -218,7 +224,7 @@ class HandoffRoutes:
     def _reply(self, code: int, reason: str, sdp: str = "") -> None:
         KSR.tm.t_newtran()
         if sdp:
-            KSR.hdr.append_to_reply(f"Contact: <{self.contact}>\r\n")
+            KSR.hdr.append_to_reply(f"Contact: <{self._local_contact()}>\r\n")
             KSR.textops.set_reply_body(sdp, "application/sdp")
         KSR.tm.t_reply(code, reason)
 

@@ -104,3 +104,35 @@ def is_secure_contact(uri: str) -> bool:
     it is SRTP."""
     uri = uri.lower()
     return uri.startswith("sips:") or "transport=tls" in uri
+
+
+_CRYPTO = re.compile(r"^a=crypto:(\d+) (\S+) (.*)$", re.M)
+
+
+def match_crypto(answer: str, device_offer: str) -> tuple[str, str]:
+    """SDES for a device whose offer the proxy answers with rtpengine's own offer (the desk's
+    code call): an answer carries one a=crypto, with the tag of the offered one it accepts
+    (RFC 4568). Returns (the answer with rtpengine's line for the first suite the device
+    offered that rtpengine has too, under the device's tag; the device's SDP with its line
+    of that suite alone, under rtpengine's tag, for rtpengine to take as the answer). Both
+    unchanged when either side has no a=crypto."""
+    ours = {m.group(2): m for m in _CRYPTO.finditer(answer)}
+    theirs = [m for m in _CRYPTO.finditer(device_offer) if m.group(2) in ours]
+    if not ours or not theirs:
+        return answer, device_offer
+    chosen = theirs[0]
+    mine = ours[chosen.group(2)]
+
+    def only(sdp: str, line: str) -> str:
+        kept, placed = [], False
+        for text in sdp.splitlines():
+            if text.startswith("a=crypto:"):
+                if not placed:
+                    kept.append(line)
+                    placed = True
+                continue
+            kept.append(text)
+        return "\r\n".join(kept) + "\r\n"
+
+    return (only(answer, f"a=crypto:{chosen.group(1)} {mine.group(2)} {mine.group(3)}"),
+            only(device_offer, f"a=crypto:{mine.group(1)} {chosen.group(2)} {chosen.group(3)}"))

@@ -92,6 +92,11 @@ class Call:
     def call_id(self) -> str:
         return self.info()["call_id"]
 
+    @property
+    def media_protocol(self) -> str:
+        """The negotiated profile of the call's audio: RTP/AVP, or RTP/SAVP for SRTP."""
+        return self.info()["media"]
+
     def messages(self) -> list["SipMessage"]:
         """The SIP messages of this call's dialog (its Call-ID) the phone sent or received."""
         call_id = self.call_id
@@ -134,14 +139,17 @@ class Call:
 class Phone:
     """A PJSIP phone on ip:port; `uri` is who it says it is when it calls. `lock_codec`:
     whether an answer with several codecs is followed at once by a re-INVITE offering only
-    the chosen one (pjsua's default, as many phones do)."""
+    the chosen one (pjsua's default, as many phones do). `tls`: {"port", "cert", "key"} for a
+    TLS transport its account then uses for everything (register and call with
+    `;transport=tls` URIs); `srtp`: its calls require SDES-SRTP."""
 
     def __init__(self, name: str, ip: str, port: int, logdir: Path, uri: str = "",
-                 lock_codec: bool = True):
+                 lock_codec: bool = True, tls: dict | None = None, srtp: bool = False):
         self.name, self.ip, self.port = name, ip, port
         self.log = logdir / f"{name}.pjsip.log"
         conf = {"name": name, "ip": ip, "port": port, "rtp_port": next(_rtp_ports),
-                "log": str(self.log), "uri": uri, "lock_codec": lock_codec}
+                "log": str(self.log), "uri": uri, "lock_codec": lock_codec, "tls": tls,
+                "srtp": srtp}
         self._stderr = open(logdir / f"{name}.stderr", "w")
         self.proc = subprocess.Popen([sys.executable, str(WORKER), json.dumps(conf)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -169,7 +177,8 @@ class Phone:
 
     # ---- what the phone does ---------------------------------------------------------------
     def register(self, user: str, password: str, proxy: str, timeout: float = 5.0) -> None:
-        """REGISTER user@proxy with digest auth; the phone then takes calls for it."""
+        """REGISTER user@proxy with digest auth; the phone then takes calls for it. proxy is
+        host:port, with `;transport=tls` for a phone on TLS."""
         code = self.command("register", uri=f"sip:{user}@{proxy.split(':')[0]}",
                             registrar=f"sip:{proxy}", user=user, password=password,
                             timeout=timeout)
@@ -240,8 +249,8 @@ class Phones:
         self.all: list[Phone] = []
 
     def __call__(self, name: str, ip: str, port: int, uri: str = "",
-                 lock_codec: bool = True) -> Phone:
-        phone = Phone(name, ip, port, self.logdir, uri, lock_codec)
+                 lock_codec: bool = True, tls: dict | None = None, srtp: bool = False) -> Phone:
+        phone = Phone(name, ip, port, self.logdir, uri, lock_codec, tls, srtp)
         self.all.append(phone)
         return phone
 

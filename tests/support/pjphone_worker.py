@@ -9,7 +9,11 @@ received is in the log file (level 5), written through a LogWriter that flushes 
 the parent can read it while the phone runs.
 
     python pjphone_worker.py '{"ip": ..., "port": ..., "rtp_port": ..., "log": ...,
-                               "lock_codec": true}'
+                               "lock_codec": true, "tls": null, "srtp": false}'
+
+tls: {"port": ..., "cert": ..., "key": ...} adds a TLS transport on that port (the pair is
+its server certificate, for the connections the proxy opens to it; no side verifies the
+other's); srtp: the account's calls require SDES-SRTP (PJMEDIA_SRTP_MANDATORY).
 """
 from __future__ import annotations
 
@@ -57,6 +61,21 @@ class Call(pj.Call):
         self.code, self.reason = info.lastStatusCode, info.lastReason
         self.call_id = info.callIdString or self.call_id
 
+    def media_protocol(self) -> str:
+        """The profile of the call's audio stream as negotiated: RTP/AVP, RTP/SAVP, ..."""
+        names = {pj.PJMEDIA_TP_PROTO_RTP_AVP: "RTP/AVP", pj.PJMEDIA_TP_PROTO_RTP_SAVP: "RTP/SAVP",
+                 pj.PJMEDIA_TP_PROTO_RTP_AVPF: "RTP/AVPF",
+                 pj.PJMEDIA_TP_PROTO_RTP_SAVPF: "RTP/SAVPF"}
+        try:
+            info = self.getInfo()         # held: its media vector dies with it
+            for i, media in enumerate(info.media):
+                if media.type == pj.PJMEDIA_TYPE_AUDIO:
+                    proto = self.getStreamInfo(i).proto
+                    return names.get(proto, str(proto))
+        except pj.Error as exc:
+            return f"error: {exc.reason}"
+        return ""
+
     def onCallMediaState(self, prm):
         info = self.getInfo()
         for i, media in enumerate(info.media):
@@ -94,7 +113,7 @@ class Call(pj.Call):
     def summary(self) -> dict:
         return {"incoming": self.incoming, "state": self.state, "code": self.code,
                 "reason": self.reason, "transfer": self.transfer, "rtp": self.counts(),
-                "call_id": self.call_id}
+                "call_id": self.call_id, "media": self.media_protocol()}
 
 
 class Account(pj.Account):
@@ -140,6 +159,17 @@ class Phone:
         tp.boundAddress = tp.publicAddress = conf["ip"]
         tp.port = conf["port"]
         ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tp)
+        self.tls_transport = None
+        if conf.get("tls"):
+            tls = pj.TransportConfig()
+            tls.boundAddress = tls.publicAddress = conf["ip"]
+            tls.port = conf["tls"]["port"]
+            tls.tlsConfig.certFile = conf["tls"]["cert"]
+            tls.tlsConfig.privKeyFile = conf["tls"]["key"]
+            tls.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+            tls.tlsConfig.verifyServer = False
+            tls.tlsConfig.verifyClient = False
+            self.tls_transport = ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tls)
         ep.libStart()
         self.account = self.make_account(conf.get("uri") or f"sip:{conf['ip']}:{conf['port']}")
 
@@ -158,6 +188,11 @@ class Phone:
         # pjsua's default: an answer with several codecs is followed at once by a re-INVITE
         # offering only the one chosen ("lock codec"). Tests may turn it off.
         cfg.mediaConfig.lockCodecEnabled = self.conf.get("lock_codec", True)
+        if self.conf.get("srtp"):
+            cfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_MANDATORY
+            cfg.mediaConfig.srtpSecureSignaling = 1      # SRTP keys only over TLS
+        if self.tls_transport is not None:
+            cfg.sipConfig.transportId = self.tls_transport
         if registrar:
             cfg.regConfig.registrarUri = registrar
             cfg.regConfig.timeoutSec = 600
