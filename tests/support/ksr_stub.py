@@ -45,6 +45,8 @@ class KsrStub:
         groups["pv"].gete = lambda key: self.pv.get(key, "")
         groups["pv"].sets = lambda key, value: self.pv.__setitem__(key, value)
         groups["pv"].seti = lambda key, value: self.pv.__setitem__(key, value)
+        unset = groups["pv"].unset                    # recorded as called, and the value goes
+        groups["pv"].unset = lambda key: (unset(key), self.pv.pop(key, None))[0]
 
     def _function(self, func: dict) -> Callable:
         qualified = f"{func['module']}.{func['name']}" if func["module"] else func["name"]

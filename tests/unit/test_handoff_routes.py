@@ -67,7 +67,7 @@ def world(ksr):
 
     table, log, media = Table(), Log(), FakeMedia()
     sub = SimpleNamespace(extension="1001", twin_number="+19175550123", did="+12125550101")
-    cfg = SimpleNamespace(proxy_address="127.0.1.1", proxy_port=5060, sip_domain="127.0.1.1",
+    cfg = SimpleNamespace(proxy_address="127.0.1.1", proxy_port=5060, tls_port=5061, sip_domain="127.0.1.1",
                           handoff_code="*55", dispatcher_set=1)
     store = calls.CallStore(table, log)
     handoff = routes.HandoffRoutes(cfg, store, media, log,
