@@ -511,6 +511,54 @@ def health(cfg: SiteConfig) -> list[Health]:
     ]
 
 
+DAEMONS = {"postgresql": "PostgreSQL", "rtpengine": "rtpengine", "kamailio": "Kamailio"}
+
+
+def why(cfg: SiteConfig, daemon: str, log_file: Path | None = None,
+        env: dict | None = None) -> str:
+    """Why a daemon is not running, in the one line `stack up` gives: for a daemon systemd
+    ran (its ExecStopPost), or after the fact. Its log lines come from `log_file`, else from
+    the journal of the unit's run that just ended ($INVOCATION_ID, set by systemd), else from
+    the state dir's log `stack up` writes."""
+    env = os.environ if env is None else env
+    paths = Paths(cfg)
+    daemons = {"postgresql": Postgres, "rtpengine": Rtpengine, "kamailio": Kamailio}
+    if daemon not in daemons:
+        raise TwinctlError(f"unknown daemon {daemon!r}: one of {', '.join(daemons)}")
+    if env.get("SERVICE_RESULT") == "success":
+        return ""                                   # systemd: it stopped as asked
+    probe = {"postgresql": lambda: sql_ping(cfg) is not None, "rtpengine": lambda: ng_ping(cfg),
+             "kamailio": lambda: sip_options(cfg) is not None}[daemon]
+    if not env.get("INVOCATION_ID") and probe():
+        return f"{DAEMONS[daemon]} is running"
+    unit = daemons[daemon](cfg, paths)
+    if log_file is not None:
+        source, lines = str(log_file), _tail(log_file)
+    elif env.get("INVOCATION_ID"):
+        source = f"the journal of this run (_SYSTEMD_INVOCATION_ID={env['INVOCATION_ID']})"
+        lines = _journal(env["INVOCATION_ID"])
+    else:
+        source, lines = str(unit.log), _tail(unit.log)
+    return diagnose.explain(DAEMONS[daemon], unit.ports(), source, lines)
+
+
+def _tail(path: Path, count: int = 200) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-count:]
+    except OSError:
+        return []
+
+
+def _journal(invocation: str) -> list[str]:
+    try:
+        res = subprocess.run(["journalctl", "--no-pager", "-o", "cat",
+                              f"_SYSTEMD_INVOCATION_ID={invocation}"],
+                             capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return res.stdout.splitlines()[-200:]
+
+
 def remove_state(cfg: SiteConfig) -> None:
     """Delete the state dir (used by tests for a clean slate)."""
     down(cfg, log=lambda *_: None)

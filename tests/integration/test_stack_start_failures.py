@@ -65,7 +65,8 @@ def other(tmp_path_factory):
 
 def _listener(kind: int, host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, kind)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # past our own TIME_WAITs
+    if kind == socket.SOCK_STREAM:      # past TIME_WAITs; on UDP it would let the daemon share
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     if kind == socket.SOCK_STREAM:
         sock.listen()
@@ -128,3 +129,34 @@ def test_given_a_cfg_with_a_bad_modparam_when_stack_up_runs_then_its_error_quote
     assert 'modparam("tm", "no_such_timer", 5000)' in error      # the line at fault, quoted
     assert "no_such_timer" in error.split("log ", 1)[1]          # and Kamailio's own complaint
     assert "\n" not in error
+
+
+def _why(cfg, *args, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "SERVICE_RESULT")}
+    return subprocess.run([TWINCTL, "stack", "why", *args], capture_output=True, text=True,
+                          timeout=60, env=dict(clean, TWIN_CONFIG=str(cfg.path), **env))
+
+
+def test_given_a_unit_that_failed_when_why_runs_after_it_then_it_gives_the_same_line(
+        other, tmp_path):
+    """`twinctl stack why` is what a systemd unit's ExecStopPost runs (the journal of that
+    run stands in for the log here)."""
+    log = tmp_path / "kamailio.journal"
+    log.write_text(" 0(70) INFO: <core> [core/tcp_main.c:5088]: init_tcp(): using epoll_lt\n"
+                   " 0(70) ERROR: <core> [core/tcp_main.c:3158]: tcp_init(): bind(a, 0x7f, 16) "
+                   f"on {other.proxy_address}:{other.tls_port} : Address already in use\n")
+    with _listener(socket.SOCK_STREAM, other.proxy_address, other.tls_port):
+        res = _why(other, "kamailio", "--log", str(log), SERVICE_RESULT="exit-code")
+    [line] = res.stdout.strip().splitlines()
+    assert res.returncode == 0 and line.startswith("Kamailio did not start: ")
+    assert f"{other.proxy_address}:{other.tls_port}/tcp (SIP over TLS) is already in use by " \
+           f"pid {os.getpid()} (" in line
+    assert f"log {log}: ERROR: <core> [core/tcp_main.c:3158]: tcp_init(): bind" in line
+    assert _why(other, "rtpengine", SERVICE_RESULT="success").stdout == ""   # a clean stop
+
+
+def test_given_an_unknown_daemon_when_why_runs_then_one_line_error(other):
+    res = _why(other, "asterisk")
+    assert res.returncode != 0
+    assert res.stderr.strip() == ("error: unknown daemon 'asterisk': one of postgresql, "
+                                  "rtpengine, kamailio")

@@ -1,6 +1,9 @@
 """twinctl stack: the local PostgreSQL + rtpengine + Kamailio."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 from .. import context, output, stack
@@ -40,3 +43,15 @@ def health_cli(as_json: bool = output.JsonOption) -> None:
 def restart_cli() -> None:
     """Restart Kamailio only (new routing code or cfg); calls in progress keep their media."""
     stack.restart_kamailio(context.config(), log=output.info)
+
+
+@app.command("why")
+def why_cli(daemon: str = typer.Argument(..., help="postgresql, rtpengine or kamailio"),
+            log: Optional[Path] = typer.Option(None, "--log", help="read this log instead")
+            ) -> None:
+    """Why a daemon did not start or stopped, in one line: a port of its taken (and by whom),
+    a cfg error's line, its log's last relevant lines. For systemd units as ExecStopPost
+    (prints nothing after a clean stop; reads the journal of the run that ended)."""
+    line = stack.why(context.config(), daemon, log)
+    if line:
+        output.info(line)
