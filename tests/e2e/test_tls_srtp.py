@@ -10,6 +10,8 @@ both ways.
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 
 import pytest
 
@@ -19,7 +21,9 @@ from lab.calls import (CALLER_NAME, CALLER_NUM, CALLER_PORT, MOBILE_PORT, SUB_EX
 from lab.residue import assert_no_residue
 from lab.rtp import udp_payloads_to
 from tests.support.phones import Phone, assert_two_way
-from tests.support.pjsip_scenarios import (DID_DIALLED, OUTSIDE_NUMBER, Answered,  # noqa: F401
+from lab.agents import add_subscriber
+from tests.support.pjsip_scenarios import (DID_DIALLED, OTHER_DID, OTHER_EXT,  # noqa: F401
+                                           OUTSIDE_NUMBER, Answered,
                                            cleared_after, code_uri, far_end_hangs_up,
                                            handed_to_mobile, proxy, refusals)
 
@@ -66,6 +70,18 @@ def assert_srtp_toward(ip: str, port: int) -> None:
     assert not any(p[12:172] == b"\xff" * 160 for p in packets), "silence in clear toward desk"
 
 
+def test_given_no_certificate_in_the_site_config_then_kamailio_serves_the_generated_pair(stack):
+    cert, key = stack.tls_pair
+    assert cert.parent == stack.state_dir / "tls" and oct(key.stat().st_mode & 0o777) == "0o600"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((stack.proxy_address, stack.tls_port), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            served = tls.getpeercert(binary_form=True)
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    assert served == ssl.PEM_cert_to_DER_cert(cert.read_text())
+
+
 def test_given_a_desk_on_tls_when_it_registers_then_its_contact_is_bound_to_the_tls_socket(
         stack, db, phones):
     setup_subscriber(db, stack)
@@ -103,6 +119,31 @@ def test_given_a_desk_on_tls_when_the_did_is_called_then_the_desk_gets_srtp_and_
 
     far_end_hangs_up(Answered(far, desk, mobile, far_call, desk_call), desk_call)
     assert refusals(desk) == refusals(far) == []
+    assert_no_residue(stack)
+
+
+def test_given_a_plain_desk_when_it_calls_a_tls_desks_extension_then_each_gets_its_own_kind(
+        stack, db, phones):
+    setup_subscriber(db, stack, ring="desk", twin=None)
+    add_subscriber(db, stack, OTHER_EXT, OTHER_DID)
+    desk = tls_desk(stack, phones)
+    desk.on_incoming(answer_after_ms=200)
+    other = phones("other", DESK_IPS[1], 5062)
+    other.register(OTHER_EXT, "secret1", proxy(stack))
+    other_call = other.make_call(f"sip:{SUB_EXT}@{proxy(stack)}")
+    other_call.wait("confirmed")
+    desk_call = desk.incoming()
+
+    assert audio(desk.received("INVITE")[0]) == ("RTP/SAVP", True)
+    assert audio(other.received("200")[-1]) == ("RTP/AVP", False)
+    assert desk_call.media_protocol == "RTP/SAVP" and other_call.media_protocol == "RTP/AVP"
+    assert_two_way(other_call, desk_call)
+    assert_srtp_toward(DESK_IPS[0], own_media_port(desk.sent("200")[-1]))
+    assert_plain_toward(DESK_IPS[1], own_media_port(other.sent("INVITE")[0]))
+
+    other_call.hangup()
+    desk_call.wait("disconnected")
+    assert refusals(desk) == refusals(other) == []
     assert_no_residue(stack)
 
 

@@ -55,3 +55,24 @@ def test_given_a_bad_tls_section_then_one_clear_error(tmp_path, tls, message):
 def test_given_a_bad_metrics_address_then_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not a host"):
         load(site(tmp_path, metrics='[metrics]\nkamailio = "127.0.0.1:http"'))
+
+
+def test_given_a_site_certificate_then_kamailio_is_rendered_with_it_and_the_listeners(tmp_path):
+    from twinctl.stack import Kamailio, Paths, ensure_tls_pair
+    from twinctl.errors import TwinctlError
+    path = site(tmp_path, '[tls]\nport = 5071\ncertificate = "p.crt"\nprivate_key = "p.key"',
+                '[metrics]\nkamailio = "127.0.0.9:9190"')
+    text = path.read_text().replace('dir = "/var/lib/twinning"', f'dir = "{tmp_path / "state"}"')
+    path.write_text(text)
+    cfg = load(path)
+    paths = Paths(cfg)
+    paths.make()
+    cfg.db_password_file.write_text("pw\n")
+    rendered = Kamailio(cfg, paths).render().read_text()
+    assert f'#!substdef "!TLS_CERT!{tmp_path / "p.crt"}!"' in rendered
+    assert f'#!substdef "!TLS_KEY!{tmp_path / "p.key"}!"' in rendered
+    assert '#!substdef "!TLS_PORT!5071!"' in rendered
+    assert '#!substdef "!METRICS_ADDR!127.0.0.9!"' in rendered
+    assert "listen=tls:PROXY_ADDR:TLS_PORT" in rendered
+    with pytest.raises(TwinctlError, match=r"\[tls\] file .*p.crt .* does not exist"):
+        ensure_tls_pair(cfg)
