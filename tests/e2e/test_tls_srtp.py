@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -144,6 +145,36 @@ def test_given_a_plain_desk_when_it_calls_a_tls_desks_extension_then_each_gets_i
     other_call.hangup()
     desk_call.wait("disconnected")
     assert refusals(desk) == refusals(other) == []
+    assert_no_residue(stack)
+
+
+def test_given_a_tls_desk_on_a_call_when_each_side_holds_and_resumes_then_srtp_stays(
+        stack, db, phones):
+    setup_subscriber(db, stack, ring="desk", twin=None)
+    desk = tls_desk(stack, phones)
+    desk.on_incoming(answer_after_ms=200)
+    far = phones("far", TRUNK_IP, CALLER_PORT,
+                 uri=f'"{CALLER_NAME}" <sip:{CALLER_NUM}@{TRUNK_IP}>')
+    far_call = far.make_call(f"sip:{DID_DIALLED}@{proxy(stack)}")
+    far_call.wait("confirmed")
+    desk_call = desk.incoming()
+    for holder in (far_call, desk_call):
+        holder.hold()
+        time.sleep(0.5)
+        holder.unhold()
+        time.sleep(0.5)
+        assert_two_way(far_call, desk_call)
+    # Every re-INVITE the desk got (from the far end) offered SRTP; every one the far end got
+    # (from the desk) plain RTP; and each was answered in kind.
+    assert [audio(m) for m in desk.received("INVITE")] == [("RTP/SAVP", True)] * 3
+    assert [audio(m) for m in far.received("INVITE")] == [("RTP/AVP", False)] * 2
+    assert all(audio(m) == ("RTP/SAVP", True) for m in desk.received("200")
+               if "m=audio" in m.text)
+    assert desk_call.media_protocol == "RTP/SAVP" and far_call.media_protocol == "RTP/AVP"
+    assert_srtp_toward(DESK_IPS[0], own_media_port(desk.sent("200")[-1]))
+
+    far_end_hangs_up(Answered(far, desk, far, far_call, desk_call), desk_call)
+    assert refusals(desk) == refusals(far) == []
     assert_no_residue(stack)
 
 
