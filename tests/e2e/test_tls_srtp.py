@@ -16,17 +16,16 @@ import time
 
 import pytest
 
-from lab.agents import DESK_IPS, TRUNK_IP
+from lab.agents import DESK_IPS, TRUNK_IP, add_subscriber
 from lab.calls import (CALLER_NAME, CALLER_NUM, CALLER_PORT, MOBILE_PORT, SUB_EXT,
                        setup_subscriber)
 from lab.residue import assert_no_residue
 from lab.rtp import udp_payloads_to
 from tests.support.phones import Phone, assert_two_way
-from lab.agents import add_subscriber
 from tests.support.pjsip_scenarios import (DID_DIALLED, OTHER_DID, OTHER_EXT,  # noqa: F401
-                                           OUTSIDE_NUMBER, Answered,
-                                           cleared_after, code_uri, far_end_hangs_up,
-                                           handed_to_mobile, proxy, refusals)
+                                           OUTSIDE_NUMBER, Answered, cleared_after,
+                                           far_end_hangs_up, handed_to_mobile, proxy,
+                                           refusals)
 
 pytestmark = pytest.mark.e2e
 
