@@ -10,6 +10,7 @@ PACKAGES=(
   kamailio kamailio-python3-modules kamailio-postgres-modules kamailio-extra-modules
   kamailio-utils-modules rtpengine-daemon sip-tester postgresql python3-venv python3-dev
   libpq5 iproute2 procps
+  chromium   # the browser the web page's tests drive (Playwright, never its own download)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -24,11 +25,11 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
   # Debian's packages would start their own daemons on the default ports where an init system
   # runs; ours are started by twinctl with their own config, so keep the packaged ones down.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
 fi
 
