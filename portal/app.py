@@ -275,7 +275,7 @@ def create_app(cfg: Optional[SiteConfig] = None) -> Starlette:
     def status_form(page: Page, status: int = 200, error: str = "",
                     row: Optional[dict] = None) -> Response:
         row = row or own_status(page)
-        return page.render("status_edit.html", status, page_name="status", status=row,
+        return page.render("status_edit.html", status, page_name="status", item=row,
                            choices=SEND_TO_CHOICES, error=error,
                            current=row["id"] == page.sub["current_status_id"],
                            gate=accounts.twinning_refusal(page.sub))
@@ -334,7 +334,13 @@ def create_app(cfg: Optional[SiteConfig] = None) -> Starlette:
         Route("/healthz", health, methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={500: _server_error})
+
+
+def _server_error(request: Request, exc: Exception) -> Response:
+    """A bug of ours: one line for the person (the traceback goes to the page's log)."""
+    return PlainTextResponse("Something went wrong on our side; nothing more was changed. "
+                             "Please try again.", 500)
 
 
 def _refusal(request: Request, status: int, message: str) -> Response:
