@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,6 +19,9 @@ import pytest
 from lab import calls
 from lab.agents import STRANGER_IP, add_subscriber
 from lab.calls import SUB_DID, SUB_EXT, SUB_TWIN, Call, register_desk, trunk_caller
+from lab.rtp import wait_for
+from twinctl import stack as stack_mod
+from twinning import config as site_config
 
 pytestmark = pytest.mark.e2e
 
@@ -413,3 +415,48 @@ def test_given_the_page_set_the_mobile_and_ticked_it_then_the_next_call_rings_it
     page.get_by_role("link", name="Recent Calls").click()
     text = page.locator("ol.calls > li").first.inner_text()
     assert "Answered on\nmobile" in text.replace("\t", "\n") and "desk, mobile" in text
+
+
+# ---- over TLS --------------------------------------------------------------------------------
+
+@pytest.fixture
+def tls_site(stack, site, tmp_path):
+    """A second instance of the page, served over HTTPS (a self-signed certificate) on another
+    port of the same address, for the same stack's database."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={stack.web.address}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    text = stack.path.read_text()
+    assert f"port = {stack.web.port}\n" in text and 'tls_cert = ""' in text
+    text = (text.replace(f"port = {stack.web.port}\n", f"port = {stack.web.port + 363}\n")
+            .replace('tls_cert = ""', f'tls_cert = "{cert}"')
+            .replace('tls_key = ""', f'tls_key = "{key}"'))
+    path = tmp_path / "site-tls.toml"
+    path.write_text(text)
+    tls_cfg = site_config.load(path)
+    assert tls_cfg.web.url == f"https://{stack.web.address}:{stack.web.port + 363}"
+    env = dict(os.environ, TWIN_CONFIG=str(path), TWIN_STATE_DIR=str(stack.state_dir))
+    log = open(tmp_path / "portal-tls.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "portal"], env=env, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: stack_mod.web_ping(tls_cfg) or proc.poll() is not None, 20,
+                 "the HTTPS page to answer")
+        assert proc.poll() is None, (tmp_path / "portal-tls.log").read_text()
+        yield tls_cfg.web.url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+
+
+def test_given_the_page_over_tls_then_its_session_cookie_is_secure(browser, tls_site, db):
+    context = browser.new_context(java_script_enabled=False, ignore_https_errors=True)
+    try:
+        tab = context.new_page()
+        assert log_in(tab, tls_site).status == 303 and tab.url == f"{tls_site}/numbers"
+        cookie, = [c for c in context.cookies() if c["name"] == "twin_session"]
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert sessions(db) == 1
+    finally:
+        context.close()
