@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlsplit
@@ -21,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from twinning.config import SiteConfig, load
-from twinning.numbers import NumberError
+from twinning.numbers import NumberError, normalize_nanp
 from twinning.service import NotFound, ServiceError
 from twinning.service import accounts, calls, statuses, twins
 
@@ -60,12 +61,31 @@ def formatted(e164: Optional[str]) -> str:
         return e164
 
 
+DEVICES = {"desk": "Desk", "mobile": "Mobile", "voicemail": "Voicemail", "far": "the other party"}
+
+
+def party(text: Optional[str]) -> str:
+    """A caller or callee as the call log has it (a number, or a SIP URI's user part): a North
+    American number formatted, anything else as it is."""
+    if not text:
+        return ""
+    match = re.match(r"^(?:sips?:)?([^@;>]+)", text.strip().strip("<"))
+    e164 = normalize_nanp(match.group(1)) if match else None
+    return formatted(e164) if e164 else text
+
+
+def device(name: Optional[str]) -> str:
+    return DEVICES.get(name or "", name or "")
+
+
 def when(value: Optional[dt.datetime]) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
 
 
 templates.env.filters["formatted"] = formatted
 templates.env.filters["when"] = when
+templates.env.filters["party"] = party
+templates.env.filters["device"] = device
 
 
 class Refused(Exception):

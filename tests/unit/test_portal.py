@@ -84,3 +84,11 @@ def test_given_a_bad_web_section_then_a_one_line_error(tmp_path, line, reason):
     with pytest.raises(ConfigError) as err:
         load(path)
     assert reason in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("logged,shown", [
+    ("+13125550199", "(312) 555-0199"), ("3125550199", "(312) 555-0199"),
+    ("sip:13125550199@127.0.0.2", "(312) 555-0199"), ("1002", "1002"), ("anonymous", "anonymous"),
+])
+def test_given_a_party_of_the_call_log_then_a_number_is_shown_formatted(logged, shown):
+    assert app.party(logged) == shown
