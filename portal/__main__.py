@@ -18,7 +18,10 @@ def main() -> None:
     web = cfg.web
     uvicorn.run("portal.app:create_app", factory=True, host=web.address, port=web.port,
                 workers=web.workers, ssl_certfile=web.tls_cert or None,
-                ssl_keyfile=web.tls_key or None, proxy_headers=False, server_header=False,
+                ssl_keyfile=web.tls_key or None, server_header=False,
+                # a TLS proxy in front: believe its X-Forwarded-For/-Proto, and nobody else's
+                proxy_headers=bool(web.trusted_proxies),
+                forwarded_allow_ips=web.trusted_proxies or None,
                 log_level="info")
 
 

@@ -46,6 +46,7 @@ class WebConfig:
     address_failures: int = 30
     tls_cert: str = ""
     tls_key: str = ""
+    trusted_proxies: str = ""
 
     @property
     def tls(self) -> bool:
