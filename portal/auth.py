@@ -64,9 +64,11 @@ def _lock(conn: psycopg.Connection, kind: str, key: str, minutes: int) -> None:
 
 def log_in(conn: psycopg.Connection, web: WebConfig, extension: str, password: str,
            client: str) -> LoginResult:
-    """One log-in attempt. After web.lockout_failures wrong passwords for one extension (or
+    """One log-in attempt (extension as typed, however long: only its first 32 characters are
+    counted). After web.lockout_failures wrong passwords for one extension (or
     web.address_failures from one client address) within web.lockout_minutes, log-ins for it
     are refused for web.lockout_minutes, even with the right password."""
+    extension = extension[:32]
     # One attempt at a time per extension and per address: two workers must count alike.
     for key in (f"portal-ext:{extension}", f"portal-addr:{client}"):
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
@@ -136,9 +138,15 @@ def login_csrf(secret: bytes, nonce: str) -> str:
     return hmac.new(secret, b"login:" + nonce.encode(), hashlib.sha256).hexdigest()
 
 
-def login_csrf_ok(secret: bytes, nonce: Optional[str], token: Optional[str]) -> bool:
-    return bool(nonce and token) and hmac.compare_digest(login_csrf(secret, nonce), token)
+def _same(expected: str, given: object) -> bool:
+    """Constant-time equality of a token and what a form sent (which may be anything)."""
+    return isinstance(given, str) and bool(given) and hmac.compare_digest(
+        expected.encode(), given.encode("utf-8", "replace"))
 
 
-def session_csrf_ok(sess: Optional[Session], token: Optional[str]) -> bool:
-    return sess is not None and bool(token) and hmac.compare_digest(sess.csrf_token, token)
+def login_csrf_ok(secret: bytes, nonce: Optional[str], token: object) -> bool:
+    return bool(nonce) and _same(login_csrf(secret, nonce), token)
+
+
+def session_csrf_ok(sess: Optional[Session], token: object) -> bool:
+    return sess is not None and _same(sess.csrf_token, token)

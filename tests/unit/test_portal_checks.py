@@ -50,6 +50,8 @@ def test_given_a_session_then_only_its_own_csrf_token_matches():
     assert auth.session_csrf_ok(sess, "t" * 43)
     assert not auth.session_csrf_ok(sess, "u" * 43) and not auth.session_csrf_ok(sess, None)
     assert not auth.session_csrf_ok(None, "t" * 43)
+    assert not auth.session_csrf_ok(sess, "tä" * 20)                  # not ASCII: no, no error
+    assert not auth.session_csrf_ok(sess, object())                  # a file field: no
 
 
 def test_given_an_e164_number_then_it_is_shown_as_the_subscriber_reads_it():
