@@ -202,6 +202,30 @@ def test_given_a_session_when_logging_out_or_expired_then_the_pages_ask_to_log_i
     assert "Your session has ended" in page.get_by_role("status").inner_text()
 
 
+def test_given_the_page_restarted_then_its_sessions_and_failure_counts_are_still_there(
+        page, site, db, stack):
+    """Sessions, failures and lock-outs live in PostgreSQL, not in a uvicorn process: what
+    one worker (or a page since restarted) counted, the next one knows."""
+    for attempt in range(5):
+        assert log_in(page, site, OTHER_EXT, f"wrong{attempt}").status == 401
+    assert log_in(page, site).status == 303
+    portal = stack_mod.Portal(stack, stack_mod.Paths(stack))
+    before = stack.state_dir.joinpath("run", "portal.pid").read_text()
+    assert portal.stop()
+    portal.start()
+    assert stack.state_dir.joinpath("run", "portal.pid").read_text() != before
+    page.goto(f"{site}/numbers")
+    assert page.url == f"{site}/numbers"                    # still logged in
+    other = page.context.browser.new_context(java_script_enabled=False)
+    try:
+        tab = other.new_page()
+        for attempt in range(5, 10):
+            assert log_in(tab, site, OTHER_EXT, f"wrong{attempt}").status == 401
+        assert log_in(tab, site, OTHER_EXT).status == 429   # the tenth was counted with the first
+    finally:
+        other.close()
+
+
 # ---- My Numbers ------------------------------------------------------------------------------
 
 def test_given_a_good_number_then_it_is_stored_e164_and_shown_formatted_then_removed(
@@ -438,11 +462,13 @@ def tls_site(stack, site, tmp_path):
     assert f"port = {stack.web.port}\n" in text and 'tls_cert = ""' in text
     text = (text.replace(f"port = {stack.web.port}\n", f"port = {stack.web.port + 363}\n")
             .replace('tls_cert = ""', f'tls_cert = "{cert}"')
-            .replace('tls_key = ""', f'tls_key = "{key}"'))
+            .replace('tls_key = ""', f'tls_key = "{key}"')
+            .replace("workers = 1 ", "workers = 2 "))           # two uvicorn worker processes
     path = tmp_path / "site-tls.toml"
     path.write_text(text)
     tls_cfg = site_config.load(path)
     assert tls_cfg.web.url == f"https://{stack.web.address}:{stack.web.port + 363}"
+    assert tls_cfg.web.workers == 2
     env = dict(os.environ, TWIN_CONFIG=str(path), TWIN_STATE_DIR=str(stack.state_dir))
     log = open(tmp_path / "portal-tls.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "portal"], env=env, stdout=log, stderr=log)
