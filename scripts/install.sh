@@ -10,6 +10,7 @@ PACKAGES=(
   kamailio kamailio-python3-modules kamailio-postgres-modules kamailio-extra-modules
   kamailio-utils-modules kamailio-tls-modules rtpengine-daemon sip-tester postgresql
   python3-venv python3-dev libpq5 iproute2 procps openssl
+  chromium   # the browser the web page's tests drive (Playwright, never its own download)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,13 +1,7 @@
-"""Errors twinctl reports as one line and a non-zero exit code."""
+"""Errors twinctl reports as one line and a non-zero exit code.
 
-
-class TwinctlError(Exception):
-    """An error the operator can act on; str() is the whole message."""
-
-
-class NotFound(TwinctlError):
-    pass
-
-
-class Conflict(TwinctlError):
-    pass
+They are the service layer's (twinning.service.errors), which the web page shows too: a rule's
+refusal reads the same wherever it is met.
+"""
+from twinning.service.errors import Conflict, NotFound  # noqa: F401
+from twinning.service.errors import ServiceError as TwinctlError  # noqa: F401

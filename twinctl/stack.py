@@ -12,8 +12,12 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +62,7 @@ class Paths:
         self.kamailio_cfg = root / "etc" / "kamailio.cfg"
         self.kamailio_pid = root / "run" / "kamailio.pid"
         self.rtpengine_pid = root / "run" / "rtpengine.pid"
+        self.portal_pid = root / "run" / "portal.pid"
 
     def make(self) -> None:
         for d in (self.root, self.run, self.log, self.etc):
@@ -187,6 +192,21 @@ def sip_options(cfg: SiteConfig, timeout: float = 0.5) -> str | None:
         except OSError:
             return None
     return line if line.startswith("SIP/2.0 200") else None
+
+
+def web_ping(cfg: SiteConfig, timeout: float = 1.0) -> str | None:
+    """GET the page's /healthz (it asks the database); its answer, or None."""
+    context = None
+    if cfg.web.tls:          # our own certificate, often self-signed: reachability only
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"{cfg.web.url}/healthz", timeout=timeout,
+                                    context=context) as reply:
+            return f"HTTP {reply.status} {reply.read(64).decode(errors='replace').strip()}"
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 # ---- PostgreSQL -------------------------------------------------------------------------------
@@ -428,6 +448,38 @@ def ensure_tls_pair(cfg: SiteConfig) -> tuple[Path, Path]:
     return cert, key
 
 
+# ---- the subscriber's web page (portal/) -------------------------------------------------------
+
+class Portal:
+    """uvicorn serving portal.app, as `python -m portal` in the project's venv."""
+
+    def __init__(self, cfg: SiteConfig, paths: Paths):
+        self.cfg, self.paths = cfg, paths
+        self.log = paths.log / "portal.log"
+
+    def command(self) -> list[str]:
+        venv_python = REPO_ROOT / ".venv" / "bin" / "python"
+        return [str(venv_python if venv_python.exists() else sys.executable), "-m", "portal"]
+
+    def env(self) -> dict:
+        return dict(os.environ, TWIN_CONFIG=str(self.cfg.path),
+                    TWIN_STATE_DIR=str(self.paths.root), PYTHONDONTWRITEBYTECODE="1")
+
+    def start(self) -> None:
+        if _pid_alive(self.paths.portal_pid):
+            return
+        if web_ping(self.cfg):
+            raise TwinctlError(f"something else already answers HTTP on {self.cfg.web.url}")
+        _spawn(self.command(), self.paths.portal_pid, self.log, env=self.env())
+        _wait(lambda: web_ping(self.cfg) or not _pid_alive(self.paths.portal_pid), 30,
+              "the web page", self.log)
+        if not _pid_alive(self.paths.portal_pid):
+            _wait(lambda: False, 0, "the web page (it exited)", self.log)
+
+    def stop(self) -> bool:
+        return _stop_pid(self.paths.portal_pid, "portal")
+
+
 # ---- the stack --------------------------------------------------------------------------------
 
 def seed_default_trunk(conn: psycopg.Connection, cfg: SiteConfig) -> None:
@@ -473,11 +525,17 @@ def up(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[He
         log(f"starting Kamailio on {cfg.proxy_address}:{cfg.proxy_port} (udp, tcp), "
             f"tls :{cfg.tls_port}, metrics http://{cfg.metrics_kamailio}/metrics")
         kam.start()
+    portal = Portal(cfg, paths)
+    if not _pid_alive(paths.portal_pid):
+        log(f"starting the web page on {cfg.web.url}")
+        portal.start()
     return health(cfg)
 
 
 def down(cfg: SiteConfig, log=print) -> None:
     paths = Paths(cfg)
+    if Portal(cfg, paths).stop():
+        log("stopped the web page")
     if Kamailio(cfg, paths).stop():
         log("stopped Kamailio")
     if Rtpengine(cfg, paths).stop():
@@ -500,6 +558,7 @@ def restart_kamailio(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_C
 def health(cfg: SiteConfig) -> list[Health]:
     version = sql_ping(cfg)
     options = sip_options(cfg)
+    page = web_ping(cfg)
     return [
         Health("postgresql", version is not None, f"{cfg.db_host}:{cfg.db_port}/{cfg.db_name}",
                version or "not answering"),
@@ -508,6 +567,7 @@ def health(cfg: SiteConfig) -> list[Health]:
         Health("kamailio", options is not None,
                f"sip:{cfg.proxy_address}:{cfg.proxy_port} (udp, tcp)",
                options or "no answer to OPTIONS"),
+        Health("portal", page is not None, cfg.web.url, page or "no answer on /healthz"),
     ]
 
 

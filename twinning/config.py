@@ -33,6 +33,54 @@ class HostPort:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """[web]: the subscriber's self-service page. A site file without the section (or a key)
+    gets the defaults of etc/twinning.toml, on the proxy's address."""
+    address: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    session_minutes: int = 30
+    session_max_hours: int = 12
+    lockout_failures: int = 10
+    lockout_minutes: int = 10
+    address_failures: int = 30
+    tls_cert: str = ""
+    tls_key: str = ""
+    trusted_proxies: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}:{self.port}"
+
+
+def _web(data: dict, base: Path, proxy_address: str) -> WebConfig:
+    section = data.get("web", {})
+    if not isinstance(section, dict):
+        raise ConfigError("[web] must be a section")
+    defaults = WebConfig(address=proxy_address)
+    values = {}
+    for name in WebConfig.__dataclass_fields__:
+        default = getattr(defaults, name)
+        value = section.get(name, default)
+        if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)) \
+                or isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"[web] {name} must be a {type(default).__name__}, got {value!r}")
+        if isinstance(default, int) and value < (0 if name == "port" else 1) \
+                or name == "port" and not 0 < value < 65536:
+            raise ConfigError(f"[web] {name} is out of range: {value!r}")
+        if name.startswith("tls_") and value and not Path(value).is_absolute():
+            value = str((base / value).resolve())
+        values[name] = value
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        raise ConfigError("[web] tls_cert and tls_key go together: set both or neither")
+    return WebConfig(**values)
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     path: Path
     proxy_address: str
@@ -64,6 +112,7 @@ class SiteConfig:
     tls_private_key: Path | None = None
     metrics_kamailio: HostPort | None = None
     metrics_rtpengine: HostPort | None = None
+    web: "WebConfig" = field(default_factory=lambda: WebConfig())
     raw: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -188,5 +237,6 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
             _optional(data, "metrics", "kamailio", str, f"{proxy_address}:9090"), 9090),
         metrics_rtpengine=HostPort.parse(
             _optional(data, "metrics", "rtpengine", str, f"{proxy_address}:9091"), 9091),
+        web=_web(data, path.parent, _get(data, "proxy", "address", str)),
         raw=data,
     )

@@ -5,7 +5,9 @@ package of its own layer or of one above:
 
   twinning            the neutral core: site config, number rules, licence tiers
   rtpctl              the rtpengine ng client and its CLI
-  routing | twinctl   Kamailio's KEMI routing; the admin CLI
+  routing | twinctl | portal
+                      Kamailio's KEMI routing; the admin CLI; the subscriber's web page (twinctl's
+                      stack starts it as a process, so nothing imports it but tests and bench)
   lab | scripts       what tests and bench drive the stack with; maintenance scripts
   tests | bench       the test suite; the benchmarks
   kamailio            kemi_entry.py, the file Kamailio loads, which hands over to routing
@@ -25,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("twinning",),
     ("rtpctl",),
-    ("routing", "twinctl"),
+    ("routing", "twinctl", "portal"),
     ("lab", "scripts"),
     ("tests", "bench"),
     ("kamailio",),

@@ -1,65 +1,7 @@
-"""Validation and look-ups several nouns share."""
+"""Validation and look-ups several nouns share: the service layer's (twinning.service), which
+the web page calls too; named here for the commands."""
 from __future__ import annotations
 
-import hashlib
-import re
-
-import psycopg
-
-from twinning import licence
-
-from ..errors import NotFound, TwinctlError
-
-EXTENSION = re.compile(r"^[0-9]{4}$")
-
-
-def check_extension(ext: str) -> str:
-    if not EXTENSION.match(ext):
-        raise TwinctlError(f"extension must be exactly 4 digits, got {ext!r}")
-    return ext
-
-
-def parse_license(text: str) -> str:
-    """The tier of the price list the operator means (twinning.licence.parse), as an operator
-    error."""
-    try:
-        return licence.parse(text)
-    except licence.LicenceError as exc:
-        raise TwinctlError(str(exc)) from None
-
-
-def subscriber_row(conn: psycopg.Connection, ext: str, lock: bool = False) -> dict:
-    check_extension(ext)
-    row = conn.execute("SELECT * FROM subscriber WHERE extension = %s" +
-                       (" FOR UPDATE" if lock else ""), (ext,)).fetchone()
-    if row is None:
-        raise NotFound(f"no subscriber with extension {ext}")
-    return row
-
-
-def digest_hashes(username: str, realm: str, password: str) -> tuple[str, str]:
-    """HA1 and HA1b (user@domain form) as auth_db expects them; the password itself is dropped."""
-    ha1 = hashlib.md5(f"{username}:{realm}:{password}".encode()).hexdigest()
-    ha1b = hashlib.md5(f"{username}@{realm}:{realm}:{password}".encode()).hexdigest()
-    return ha1, ha1b
-
-
-def check_password(password: str) -> str:
-    if len(password) < 4:
-        raise TwinctlError("password must have at least 4 characters")
-    if len(password) > 128:
-        raise TwinctlError("password must have at most 128 characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in password):
-        raise TwinctlError("password may not contain control characters")
-    return password
-
-
-def check_display_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise TwinctlError("display name may not be empty")
-    if len(name) > 64:
-        raise TwinctlError("display name must have at most 64 characters")
-    if re.search(r'[\x00-\x1f"<>]', name):
-        raise TwinctlError('display name may not contain control characters, quotes, < or >')
-    return name
+from twinning.service.accounts import (EXTENSION, check_display_name,  # noqa: F401
+                                       check_extension, check_password, digest_hashes,
+                                       parse_license, subscriber_row)

@@ -3,45 +3,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-import psycopg
 import typer
 
-from twinning.numbers import parse_nanp
+from twinning.service.twins import clear_twin, set_twin, show_twin  # noqa: F401
 
 from .. import context, output
 from ..db import connect
-from ..errors import TwinctlError
-from .common import subscriber_row
 
 app = typer.Typer(no_args_is_help=True, help="The twin (external) number of a subscriber.")
-
-
-def set_twin(conn: psycopg.Connection, ext: str, number: str, label: Optional[str]) -> dict:
-    sub = subscriber_row(conn, ext, lock=True)
-    e164 = parse_nanp(number).e164
-    if e164 == sub["did"]:
-        raise TwinctlError(f"{e164} is the subscriber's own DID; a twin must be another phone")
-    if label is not None:
-        label = label.strip()
-        if not 1 <= len(label) <= 32:
-            raise TwinctlError("label must have 1 to 32 characters")
-    return conn.execute(
-        "INSERT INTO twin (subscriber_id, label, number) VALUES (%s, coalesce(%s, 'Mobile'), %s)"
-        " ON CONFLICT (subscriber_id) DO UPDATE SET number = excluded.number,"
-        " label = coalesce(%s, twin.label), updated_at = now()"
-        " RETURNING label, number",
-        (sub["id"], label, e164, label)).fetchone()
-
-
-def clear_twin(conn: psycopg.Connection, ext: str) -> bool:
-    sub = subscriber_row(conn, ext, lock=True)
-    return conn.execute("DELETE FROM twin WHERE subscriber_id = %s", (sub["id"],)).rowcount > 0
-
-
-def show_twin(conn: psycopg.Connection, ext: str) -> Optional[dict]:
-    sub = subscriber_row(conn, ext)
-    return conn.execute("SELECT label, number FROM twin WHERE subscriber_id = %s",
-                        (sub["id"],)).fetchone()
 
 
 @app.command("set")
