@@ -470,11 +470,13 @@ class Portal:
             return
         if web_ping(self.cfg):
             raise TwinctlError(f"something else already answers HTTP on {self.cfg.web.url}")
+        mark = LogMark(self.log)
         _spawn(self.command(), self.paths.portal_pid, self.log, env=self.env())
-        _wait(lambda: web_ping(self.cfg) or not _pid_alive(self.paths.portal_pid), 30,
-              "the web page", self.log)
-        if not _pid_alive(self.paths.portal_pid):
-            _wait(lambda: False, 0, "the web page (it exited)", self.log)
+        _await_start("the web page", self.paths.portal_pid, lambda: web_ping(self.cfg), 30,
+                     self.ports(), mark)
+
+    def ports(self) -> list[Port]:
+        return [Port("tcp", self.cfg.web.address, self.cfg.web.port, "web page")]
 
     def stop(self) -> bool:
         return _stop_pid(self.paths.portal_pid, "portal")
