@@ -23,7 +23,8 @@ from lab.residue import assert_no_residue
 from lab.rtp import udp_payloads_to
 from tests.support.phones import Phone, assert_two_way
 from tests.support.pjsip_scenarios import (DID_DIALLED, OTHER_DID, OTHER_EXT,  # noqa: F401
-                                           OUTSIDE_NUMBER, Answered, cleared_after,
+                                           OUTSIDE_NUMBER, Answered, answered_on_the_desk,
+                                           cleared_after,
                                            far_end_hangs_up, handed_to_mobile, proxy,
                                            refusals)
 
@@ -96,15 +97,9 @@ def test_given_a_desk_on_tls_when_it_registers_then_its_contact_is_bound_to_the_
 def test_given_a_desk_on_tls_when_the_did_is_called_then_the_desk_gets_srtp_and_the_trunk_rtp(
         stack, db, phones):
     setup_subscriber(db, stack)
-    desk = tls_desk(stack, phones)
-    desk.on_incoming(answer_after_ms=300)
-    mobile = phones("mobile", TRUNK_IP, MOBILE_PORT)             # rings until CANCELled
-    far = phones("far", TRUNK_IP, CALLER_PORT,
-                 uri=f'"{CALLER_NAME}" <sip:{CALLER_NUM}@{TRUNK_IP}>')
-    far_call = far.make_call(f"sip:{DID_DIALLED}@{proxy(stack)}")
-    far_call.wait("confirmed")
-    desk_call = desk.incoming()
-    assert mobile.incoming().wait("disconnected")[0] == 487
+    call = answered_on_the_desk(stack, phones, desk=tls_desk(stack, phones))
+    far, desk, mobile = call.far, call.desk, call.mobile
+    far_call, desk_call = call.far_call, call.desk_call
 
     desk_invite = desk.received("INVITE")[0]
     assert desk_invite.header("Via").upper().startswith("SIP/2.0/TLS")
@@ -117,7 +112,7 @@ def test_given_a_desk_on_tls_when_the_did_is_called_then_the_desk_gets_srtp_and_
     assert_srtp_toward(DESK_IPS[0], own_media_port(desk.sent("200")[-1]))
     assert_plain_toward(TRUNK_IP, own_media_port(far.sent("INVITE")[0]))
 
-    far_end_hangs_up(Answered(far, desk, mobile, far_call, desk_call), desk_call)
+    far_end_hangs_up(call, desk_call)
     assert refusals(desk) == refusals(far) == []
     assert_no_residue(stack)
 
@@ -205,17 +200,8 @@ def test_given_a_desk_on_tls_when_it_calls_out_with_srtp_then_the_trunk_gets_pla
 def test_given_a_tls_desk_on_a_call_when_it_hands_off_then_the_mobile_takes_it_in_plain_rtp(
         stack, db, phones):
     setup_subscriber(db, stack)
-    desk = tls_desk(stack, phones)
-    desk.on_incoming(answer_after_ms=300)
-    mobile = phones("mobile", TRUNK_IP, MOBILE_PORT)
-    far = phones("far", TRUNK_IP, CALLER_PORT,
-                 uri=f'"{CALLER_NAME}" <sip:{CALLER_NUM}@{TRUNK_IP}>')
-    far_call = far.make_call(f"sip:{DID_DIALLED}@{proxy(stack)}")
-    far_call.wait("confirmed")
-    desk_call = desk.incoming()
-    mobile.incoming().wait("disconnected")
-    assert_two_way(far_call, desk_call)
-    call = Answered(far, desk, mobile, far_call, desk_call)
+    call = answered_on_the_desk(stack, phones, desk=tls_desk(stack, phones))
+    far, desk, mobile, far_call = call.far, call.desk, call.mobile, call.far_call
 
     mobile_call = handed_to_mobile(call, stack)
     assert audio(mobile.received("INVITE")[-1]) == ("RTP/AVP", False)

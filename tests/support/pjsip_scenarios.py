@@ -55,11 +55,13 @@ class Answered:
     origin: str = "did"
 
 
-def answered_on_the_desk(cfg, phones) -> Answered:
+def answered_on_the_desk(cfg, phones, desk: Optional[Phone] = None) -> Answered:
     """The far end calls the DID; the twin ring rings the desk and the mobile; the desk
-    answers, the mobile's ringing is CANCELled; both ways of audio are checked."""
-    desk = phones("desk", DESK_IPS[0], 5061)
-    desk.register(SUB_EXT, "secret1", proxy(cfg))
+    answers, the mobile's ringing is CANCELled; both ways of audio are checked. `desk`: a
+    registered desk phone of the test's own (default: a plain one on UDP)."""
+    if desk is None:
+        desk = phones("desk", DESK_IPS[0], 5061)
+        desk.register(SUB_EXT, "secret1", proxy(cfg))
     desk.on_incoming(answer_after_ms=300)
     mobile = phones("mobile", TRUNK_IP, MOBILE_PORT)             # rings until CANCELled
     far = phones("far", TRUNK_IP, CALLER_PORT,
