@@ -154,6 +154,8 @@ def seed(cfg, per_kind: int) -> None:
             for k, i in missing:
                 subscriber_cmd.add_subscriber(conn, cfg, ext(k, i), did(k, i),
                                               f"Soak {ext(k, i)}", PASSWORD)
+                # SIPp mobiles answer in milliseconds: not the carrier's voicemail here.
+                subscriber_cmd.set_twin_leg(conn, ext(k, i), answer_too_soon_ms=0)
                 twin_cmd.set_twin(conn, ext(k, i), twin(k, i), None)
                 status_cmd.edit_status(conn, ext(k, i), "In Office", "ring-group",
                                        "desk,mobile")

@@ -126,6 +126,8 @@ def seed(cfg: SiteConfig, count: int = SUBSCRIBERS, log=print) -> None:
             for i in missing:
                 subscriber_cmd.add_subscriber(conn, cfg, ext(i), did(i), f"User {ext(i)}",
                                               PASSWORD)
+                # SIPp mobiles answer in milliseconds: not the carrier's voicemail here.
+                subscriber_cmd.set_twin_leg(conn, ext(i), answer_too_soon_ms=0)
                 twin_cmd.set_twin(conn, ext(i), twin(i), None)
                 status_cmd.edit_status(conn, ext(i), "In Office", "ring-group", "desk,mobile")
 

@@ -13,7 +13,7 @@ from twinctl.commands import twin as twin_cmd
 from twinctl.errors import TwinctlError
 
 from . import sipp
-from .agents import DESK_IPS, TRUNK_IP, VOICEMAIL_IP, add_subscriber
+from .agents import DESK_IPS, LAB_ANSWER_TOO_SOON_MS, TRUNK_IP, VOICEMAIL_IP, add_subscriber
 from .residue import assert_no_residue
 from .rtp import (RtpProbe, assert_two_way, media_address,  # noqa: F401 (re-exported)
                   wait_for)
@@ -28,8 +28,11 @@ _probe_ports = itertools.count(49000, 2)
 def setup_subscriber(db, cfg, ring: str = "desk,mobile", twin: str | None = SUB_TWIN,
                      license: str = "entry-ucc", ext: str = SUB_EXT, did: str = SUB_DID,
                      status: str = "In Office", send_to: str = "ring-group",
-                     ring_timeout: int | None = None):
-    add_subscriber(db, cfg, ext, did, license=license, ring_timeout=ring_timeout)
+                     ring_timeout: int | None = None,
+                     answer_too_soon_ms: int | None = LAB_ANSWER_TOO_SOON_MS):
+    """answer_too_soon_ms: None leaves the product's default (see lab.agents)."""
+    add_subscriber(db, cfg, ext, did, license=license, ring_timeout=ring_timeout,
+                   answer_too_soon_ms=answer_too_soon_ms)
     if twin:
         twin_cmd.set_twin(db, ext, twin, None)
     status_cmd.edit_status(db, ext, status, send_to, ring)

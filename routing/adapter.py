@@ -24,6 +24,7 @@ from .registrar import RegistrarRoutes
 from .requests import RequestRoutes
 from .ring import RingRoutes
 from .store import BatchWriter, CallLog, StoreUnavailable, SubscriberStore
+from .twinleg import TwinLegs
 
 DB_QUEUE = "dbwrites"               # mqueue the background writer drains
 SUBSCRIBER_HTABLE = "subs"          # subscribers, shared by the workers (see routing.store)
@@ -79,11 +80,12 @@ class Handler:
                                      timeout=NG_TIMEOUT_S, retries=NG_RETRIES))
         calls = CallStore(Htable(CALL_HTABLE), self.call_log)
         self.metrics = Metrics()
+        self.legs = TwinLegs(cfg, self.call_log, self.metrics)
         self.handoff = HandoffRoutes(cfg, calls, media, self.call_log, self.store, twin_refusal,
-                                     self.metrics)
-        self.requests = RequestRoutes(media, self.handoff)
+                                     self.metrics, self.legs)
+        self.requests = RequestRoutes(media, self.handoff, self.legs)
         self.registrar = RegistrarRoutes(self.realm)
-        self.ring = RingRoutes(cfg, media, self.handoff, self.call_log, self.metrics)
+        self.ring = RingRoutes(cfg, media, self.handoff, self.call_log, self.metrics, self.legs)
 
     def ready(self) -> None:
         if self.store is None:
@@ -94,7 +96,8 @@ class Handler:
     def ksr_request_route(self, msg) -> int:
         self.ready()
         for step in (self.requests.reqinit, self.requests.cancel, self.requests.within_dialog,
-                     self.requests.local_request, self.registrar.register, self.invite):
+                     self.requests.local_request, self.registrar.register, self.legs.request,
+                     self.invite):
             if step() is DONE:
                 return 1
         reply(405, "Method Not Allowed")
@@ -152,9 +155,14 @@ class Handler:
     # ---- the other routes, by name (t_on_branch, t_on_reply, ... and the core callbacks) ---
     @guarded
     def ksr_reply_route(self, msg) -> int:
-        # Every reply passes here first; only those of the proxy's own handoff legs matter.
-        if pv("$ci").startswith(LEG_PREFIX):
-            self.ready()
+        # Every reply passes here first: the twin legs' 2xx the caller must not get end here
+        # (dropped before tm), and the proxy's own handoff legs learn their answer. app_python3
+        # ignores the value a route returns: only set_drop() drops the reply.
+        self.ready()
+        if self.legs.guard() is DONE:
+            KSR.set_drop()
+            return 0
+        if pv("$ci").startswith(LEG_PREFIX) and self.legs.from_self():
             self.handoff.leg_reply()
         return 1
 
@@ -173,9 +181,31 @@ class Handler:
         self.requests.reply_in_dialog()
         return 1
 
+    # ---- the twin leg's own transaction (routing.twinleg) --------------------------------
     @guarded
-    def ksr_branch_failure_twin(self, msg) -> int:
-        self.ring.branch_failure_twin()
+    def ksr_twinleg_go(self, msg) -> int:
+        self.ready()
+        self.legs.go()
+        return 1
+
+    @guarded
+    def ksr_branch_twinleg(self, msg) -> int:
+        self.legs.branch()
+        return 1
+
+    @guarded
+    def ksr_reply_twinleg(self, msg) -> int:
+        self.legs.reply()
+        return 1
+
+    @guarded
+    def ksr_branch_failure_twinleg(self, msg) -> int:
+        self.legs.branch_failure()
+        return 1
+
+    @guarded
+    def ksr_failure_twinleg(self, msg) -> int:
+        self.legs.failure()
         return 1
 
     @guarded

@@ -26,6 +26,11 @@ class Subscriber:
     ring_mobile: bool
     twin_number: Optional[str] = None
     twin_label: Optional[str] = None
+    # How the twin leg is kept from the mobile's voicemail (see routing.twinleg).
+    answer_too_soon_ms: int = 1500
+    mobile_ring_max_s: int = 19
+    mobile_confirm: bool = False
+    mobile_delay_s: int = 0             # of the current status: the desk rings alone first
 
 
 class Dialled(Enum):

@@ -10,11 +10,13 @@ TWINNED = "twinning_twinned_calls_total"
 ANSWERED = "twinning_answered_calls_total"               # label device
 HANDOFFS = "twinning_handoffs_total"                     # labels direction, outcome
 SWITCH_MS = "twinning_handoff_switch_ms"                 # histogram, label direction
-VOICEMAIL_AVOIDED = "twinning_voicemail_avoided_calls_total"   # reserved: nothing counts it yet
+VOICEMAIL_AVOIDED = "twinning_voicemail_avoided_calls_total"   # labels leg, reason
 
 DEVICES = ("desk", "mobile", "voicemail")
 DIRECTIONS = ("desk_to_mobile", "mobile_to_desk")
 OUTCOMES = ("completed", "declined", "no-answer", "cancelled", "failed")
+LEGS = ("twin", "handoff")                               # routing.twinleg.LegPlan.leg
+AVOIDED = ("answered-too-soon", "rang-too-long")         # why a twin leg was ended
 
 
 def direction(from_device: str, to_device: str) -> str:
@@ -29,12 +31,14 @@ class Metrics:
         """Every labelled series at 0 (adding 0 creates a series without touching a count
         another worker made), so a scrape shows them before their first event."""
         KSR.xhttp_prom.counter_inc_l0(TWINNED, 0)
-        KSR.xhttp_prom.counter_inc_l0(VOICEMAIL_AVOIDED, 0)
         for device in DEVICES:
             KSR.xhttp_prom.counter_inc_l1(ANSWERED, 0, device)
         for way in DIRECTIONS:
             for outcome in OUTCOMES:
                 KSR.xhttp_prom.counter_inc_l2(HANDOFFS, 0, way, outcome)
+        for leg in LEGS:
+            for reason in AVOIDED:
+                KSR.xhttp_prom.counter_inc_l2(VOICEMAIL_AVOIDED, 0, leg, reason)
 
     @staticmethod
     def twinned_call() -> None:
@@ -49,3 +53,7 @@ class Metrics:
         KSR.xhttp_prom.counter_inc_l2(HANDOFFS, 1, way, outcome)
         if switch_ms is not None:
             KSR.xhttp_prom.histogram_observe_l1(SWITCH_MS, f"{switch_ms:.3f}", way)
+
+    @staticmethod
+    def voicemail_avoided(leg: str, reason: str) -> None:
+        KSR.xhttp_prom.counter_inc_l2(VOICEMAIL_AVOIDED, 1, leg, reason)

@@ -13,9 +13,10 @@ MAX_HOPS = 10
 
 
 class RequestRoutes:
-    def __init__(self, media, handoff):
+    def __init__(self, media, handoff, legs):
         self.media = media
         self.handoff = handoff
+        self.legs = legs
 
     def reqinit(self) -> bool:
         if KSR.maxfwd.process_maxfwd(MAX_HOPS) < 0:
@@ -32,7 +33,9 @@ class RequestRoutes:
         if self.handoff.code_call_cancelled() is DONE:
             return DONE
         if KSR.tm.t_check_trans() > 0:
-            self.media.drop_call()
+            # The call's CANCEL of its twin leg (the spiral) must not end the call's media.
+            if not self.legs.is_leg_uri_user(pv("$rU")):
+                self.media.drop_call()
             KSR.tm.t_relay()
         return DONE
 

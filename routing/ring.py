@@ -14,6 +14,7 @@ from . import decisions as rules
 from .decisions import Subscriber
 from .handoff.state import Device, Side
 from .kemi import DONE, pv, reply
+from .twinleg import LegPlan, TwinLegs
 
 FACTS_AVP = "$avp(tw_call)"
 ANSWERED_VAR = "$dlg_var(tw_answered)"   # who answered the call (counted once, in metrics)
@@ -46,9 +47,10 @@ class CallFacts:
 
 
 class RingRoutes:
-    def __init__(self, cfg, media, handoff, call_log, metrics=None):
+    def __init__(self, cfg, media, handoff, call_log, metrics=None, legs: "TwinLegs | None" = None):
         self.cfg = cfg
         self.metrics = metrics
+        self.legs = legs
         self.realm = cfg.sip_domain
         self.media = media
         self.handoff = handoff
@@ -75,7 +77,10 @@ class RingRoutes:
             facts.keep()
             reason = "unconditional" if sub.send_to == "voicemail" else "unavailable"
             return self.to_voicemail(sub.voicemail_box, sub.did, reason)
-        mobile_uri = self._twin_uri(sub) if decision.mobile else None
+        # The mobile's branch goes to the twin leg's own transaction (routing.twinleg).
+        mobile_uri = self.legs.plan(LegPlan.for_subscriber(
+            "twin", sub, sub.mobile_delay_s if decision.desk else 0)) if decision.mobile \
+            else None
         if mobile_uri:
             KSR.dialog.set_dlg_profile(TWIN_LEGS_PROFILE, sub.extension)
             if self.metrics:
@@ -92,15 +97,7 @@ class RingRoutes:
             return self.to_voicemail(sub.voicemail_box, sub.did, "unavailable")
         KSR.tm.t_set_disable_6xx(1)          # a decline on the mobile must not stop the desk
         KSR.tm.t_set_fr(decision.timeout * 1000, 0)
-        KSR.tm.t_on_branch_failure("ksr_branch_failure_twin")
         return self.relay("ksr_failure_twin")
-
-    def _twin_uri(self, sub: Subscriber) -> str | None:
-        KSR.pv.sets("$ru", f"sip:{sub.twin_number}@{self.realm}")
-        if KSR.dispatcher.ds_select_domain(self.cfg.dispatcher_set, 8) < 0:
-            KSR.warn(f"no trunk for the twin of {sub.extension}\n")
-            return None
-        return pv("$ru")
 
     def _facts(self, kind: str, sub: Subscriber, caller_num: str, caller_name: str,
                rang: str) -> CallFacts:
@@ -140,7 +137,7 @@ class RingRoutes:
     # ---- branch, reply and failure routes ----------------------------------------------------
     def branch(self) -> None:
         facts = CallFacts.of_transaction()
-        if facts and facts.kind == "twin" and facts.twin and pv("$rU") == facts.twin:
+        if facts and facts.kind == "twin" and self.legs.is_leg_uri_user(pv("$rU")):
             # The mobile leg shows the original caller, and names the subscriber's DID as the
             # diverting number so the carrier accepts it and can attest a diverted call.
             number, name = facts.caller_num, facts.caller_name
@@ -176,7 +173,7 @@ class RingRoutes:
         if facts is None:
             return
         if facts.kind == "twin":
-            if KSR.dispatcher.ds_is_from_list(self.cfg.dispatcher_set) > 0:
+            if KSR.isbflagset(FLB_MOBILE):
                 device = Device.MOBILE
             elif pv("$si") == self.voicemail_hostport.split(":")[0]:
                 self._count_answered("voicemail")
@@ -202,22 +199,6 @@ class RingRoutes:
             return
         KSR.pv.sets(ANSWERED_VAR, device)
         self.metrics.answered(device)
-
-    def branch_failure_twin(self) -> None:
-        """The twin leg failed on one gateway (5xx, 408) while the desk may still ring: try
-        the next gateway of the set for the mobile alone."""
-        code = int(pv("$T_reply_code") or 0)
-        if not KSR.isbflagset(FLB_MOBILE) or not rules.gateway_failed(code) \
-                or KSR.tm.t_is_canceled() > 0:
-            return
-        facts = CallFacts.of_transaction()
-        KSR.pv.sets("$ru", f"sip:{facts.twin}@{self.realm}")
-        if KSR.dispatcher.ds_next_domain() < 0:
-            return
-        KSR.xlog.xlog("L_INFO", f"twin leg failed with {code}: next gateway $ru\n")
-        KSR.tm.t_on_branch("ksr_branch_media")
-        KSR.tm.t_on_branch_failure("ksr_branch_failure_twin")
-        KSR.tm.t_relay()
 
     def failure_twin(self) -> None:
         if KSR.tm.t_is_canceled() > 0:

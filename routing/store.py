@@ -29,7 +29,8 @@ MAX_AGE = 300.0
 _SELECT = """
     SELECT s.id, s.extension, s.did, s.display_name, s.license::text, s.voicemail_box,
            s.ring_timeout, st.name, st.send_to::text, st.ring_desk, st.ring_mobile,
-           t.number, t.label
+           t.number, t.label, s.answer_too_soon_ms, s.mobile_ring_max_s, s.mobile_confirm,
+           st.mobile_delay_s
       FROM subscriber s
       JOIN status st ON st.id = s.current_status_id
       LEFT JOIN twin t ON t.subscriber_id = s.id
@@ -193,6 +194,9 @@ STATEMENTS = {
                         " completed_at = now(),"
                         " answered_at = CASE WHEN %s THEN now() ELSE answered_at END"
                         " WHERE handoff_key = %s",
+    "avoided": "INSERT INTO twin_leg_avoided (call_id, subscriber_id, leg, reason, after_ms)"
+               " SELECT %s, %s, %s, %s, %s WHERE EXISTS"
+               " (SELECT 1 FROM subscriber WHERE id = %s)",
 }
 
 
@@ -224,6 +228,11 @@ class CallLog:
                          switch_ms: float | None = None, answered: bool = False) -> None:
         if handoff_key:
             self.submit("handoff_finished", [outcome, switch_ms, answered, handoff_key])
+
+
+    def avoided(self, call_id: str, sub_id: int, leg: str, reason: str, after_ms: int) -> None:
+        """A twin leg the proxy kept from the caller (routing.twinleg)."""
+        self.submit("avoided", [call_id, sub_id, leg, reason, int(after_ms), sub_id])
 
 
 class BatchWriter:

@@ -16,6 +16,7 @@ from .actions import (AbsorbAck, Action, AnswerFarFromMedia, CancelLeg, DeleteMe
                       HandoffFinished, HandoffStarted, Relay, Reply, ReplyCodeCall, ResumeFar,
                       RingMobile, Save, Send, Switch)
 from .sdp import answer_direction, is_secure_contact, match_crypto, restrict_codecs
+from ..twinleg import LegPlan
 from .state import Device, Leg, Sender, Side, StitchedCall, device_key, new_tag
 
 CSEQ_AVP = "$avp(tw_cseq)"      # the far end's own CSeq number of a request relayed renumbered
@@ -24,7 +25,7 @@ TO_MOBILE, TO_DESK = "desk_to_mobile", "mobile_to_desk"     # the metrics' direc
 
 class HandoffRoutes:
     def __init__(self, cfg, calls, media, call_log, subscribers,
-                 twin_refusal: Callable[[object], Optional[str]], metrics=None):
+                 twin_refusal: Callable[[object], Optional[str]], metrics=None, legs=None):
         self.cfg = cfg
         self.metrics = metrics
         self.calls = calls
@@ -32,6 +33,7 @@ class HandoffRoutes:
         self.call_log = call_log
         self.subscribers = subscribers
         self.twin_refusal = twin_refusal
+        self.legs = legs                # the mobile's leg goes through routing.twinleg
         self.contact = f"sip:handoff@{cfg.proxy_address}:{cfg.proxy_port}"
         # What a phone on TLS is given: its later requests must come back over TLS.
         self.tls_contact = f"sip:handoff@{cfg.proxy_address}:{cfg.tls_port};transport=tls"
@@ -258,16 +260,15 @@ class HandoffRoutes:
             self.run(call, model.mobile_refused(call, 500, "Media Server Error"))
             return
         sub = self.subscribers.by_extension(call.extension)
-        KSR.pv.sets("$ru", f"sip:{sub.twin_number}@{self.cfg.sip_domain}")
-        if KSR.dispatcher.ds_select_domain(self.cfg.dispatcher_set, 8) < 0:
-            self.run(call, model.mobile_refused(call, 503, "No Trunk Available"))
-            return
-        mobile_uri = pv("$ru")
+        # The leg's own transaction (routing.twinleg) relays it to the trunk and keeps it
+        # from the mobile's voicemail; what it refuses reaches leg_reply as a final reply.
+        leg_uri = self.legs.plan(LegPlan.for_subscriber("handoff", sub))
+        mobile_uri = f"sip:{sub.twin_number}@{self.cfg.sip_domain}"
         pending.offer_sdp = sdp
         self.calls.remember(call)               # before the mobile can answer
         headers = model.invite_to_mobile(call, pending, mobile_uri, self.cfg.sip_domain,
                                          self.contact, sub.did)
-        KSR.tm.t_uac_send("INVITE", mobile_uri, "", "", headers, sdp)
+        KSR.tm.t_uac_send("INVITE", leg_uri, "", "", headers, sdp)
 
     def _resume_far(self, call: StitchedCall) -> None:
         near = call.near

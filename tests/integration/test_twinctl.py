@@ -130,3 +130,47 @@ def test_given_trunks_then_dispatcher_and_address_follow(db):
     twinctl("trunk", "remove", "backup")
     assert db.execute("SELECT count(*) AS n FROM dispatcher WHERE description = 'trunk:backup'"
                       ).fetchone()["n"] == 0
+
+
+# ---- issue 11: what keeps the twin leg from the mobile's voicemail --------------------------
+
+def test_given_a_new_subscriber_then_the_twin_leg_rules_have_their_defaults_and_can_be_set(db):
+    twinctl("subscriber", "add", "2001", "--did", "9175550101", "--name", "A", "--password", "pw12")
+    shown = json.loads(twinctl("subscriber", "show", "2001", "--json").stdout)
+    assert (shown["answer_too_soon_ms"], shown["mobile_ring_max_s"], shown["mobile_confirm"]) \
+        == (1500, 19, False)
+    res = twinctl("subscriber", "set", "2001", "--answer-too-soon-ms", "2000",
+                  "--mobile-ring-max-s", "15", "--confirm", "on")
+    assert "answer too soon 2000 ms" in res.stdout + res.stderr
+    shown = json.loads(twinctl("subscriber", "show", "2001", "--json").stdout)
+    assert (shown["answer_too_soon_ms"], shown["mobile_ring_max_s"], shown["mobile_confirm"]) \
+        == (2000, 15, True)
+    twinctl("subscriber", "set", "2001", "--confirm", "off", "--answer-too-soon-ms", "0")
+    row = db.execute("SELECT answer_too_soon_ms, mobile_ring_max_s, mobile_confirm FROM"
+                     " subscriber WHERE extension = '2001'").fetchone()
+    assert row == {"answer_too_soon_ms": 0, "mobile_ring_max_s": 15, "mobile_confirm": False}
+
+
+def test_given_a_status_then_its_mobile_delay_can_be_set_alone(db):
+    twinctl("subscriber", "add", "2001", "--did", "9175550101", "--name", "A", "--password", "pw12")
+    twinctl("status", "edit", "2001", "In Office", "--send-to", "ring-group", "--ring",
+            "desk,mobile", "--mobile-delay-s", "5")
+    twinctl("status", "edit", "2001", "In Office", "--mobile-delay-s", "6")
+    [office] = [s for s in json.loads(twinctl("status", "list", "2001", "--json").stdout)
+                if s["name"] == "In Office"]
+    assert office["mobile_delay_s"] == 6 and office["ring"] == ["desk", "mobile"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["subscriber", "set", "2001", "--answer-too-soon-ms", "20000"], "0..10000 ms"),
+    (["subscriber", "set", "2001", "--mobile-ring-max-s", "2"], "5..300 s"),
+    (["subscriber", "set", "2001", "--confirm", "maybe"], "on or off"),
+    (["subscriber", "set", "2001"], "nothing to change"),
+    (["subscriber", "set", "2009", "--confirm", "on"], "2009"),
+    (["subscriber", "set", "2001", "--answer-too-soon-ms", "soon"], "answer-too-soon-ms"),
+    (["status", "edit", "2001", "In Office", "--mobile-delay-s", "61"], "0..60 s"),
+    (["status", "edit", "2001", "In Office"], "nothing to change"),
+])
+def test_given_bad_twin_leg_settings_then_one_clear_line(db, args, fragment):
+    twinctl("subscriber", "add", "2001", "--did", "9175550101", "--name", "A", "--password", "pw12")
+    one_line_error(twinctl(*args, ok=False), fragment)

@@ -66,13 +66,17 @@ def world(ksr):
     from routing.handoff.state import Device, Leg, Side
 
     table, log, media = Table(), Log(), FakeMedia()
-    sub = SimpleNamespace(extension="1001", twin_number="+19175550123", did="+12125550101")
+    sub = SimpleNamespace(id=1, extension="1001", twin_number="+19175550123",
+                          did="+12125550101", answer_too_soon_ms=1500, mobile_ring_max_s=19,
+                          mobile_confirm=False)
+    plans = []
+    legs = SimpleNamespace(plan=lambda plan: plans.append(plan) or "sip:tw-1@127.0.1.1:5060")
     cfg = SimpleNamespace(proxy_address="127.0.1.1", proxy_port=5060, tls_port=5061, sip_domain="127.0.1.1",
                           handoff_code="*55", dispatcher_set=1)
     store = calls.CallStore(table, log)
     handoff = routes.HandoffRoutes(cfg, store, media, log,
                                    SimpleNamespace(by_extension=lambda ext: sub),
-                                   twin_refusal=lambda s: None)
+                                   twin_refusal=lambda s: None, legs=legs)
     far = Leg(Device.FAR, "c1", "far-tag", "sip:far@127.0.1.2:5071", "sip:3125550199@pbx",
               "sip:1001@pbx", "desk-tag", cseq=0)
     desk = Leg(Device.DESK, "c1", "desk-tag", "sip:1001@127.0.1.3:5061", "sip:1001@pbx",
@@ -80,7 +84,7 @@ def world(ksr):
     call = answered("1001", "c1", far, desk, Side.CALLER, "+13125550199", "Carol")
     store.remember(call)
     return SimpleNamespace(ksr=ksr, table=table, log=log, media=media, handoff=handoff,
-                           store=store)
+                           store=store, plans=plans)
 
 
 def request(ksr, method, call_id="c1", from_tag="far-tag", cseq=5, **pvs):
@@ -107,6 +111,11 @@ def test_given_a_refer_to_the_code_then_202_and_the_mobile_is_invited_with_the_f
     assert w.ksr.called("tm.t_reply") == [(202, "Accepted")]
     [(method, ruri, _, _, headers, sdp)] = w.ksr.called("tm.t_uac_send")
     assert method == "INVITE" and "sip:+13125550199@127.0.1.1" in headers
+    # The INVITE goes to the twin leg's own transaction, which applies the mobile's rules.
+    assert ruri == "sip:tw-1@127.0.1.1:5060" and "To: <sip:+19175550123@127.0.1.1>" in headers
+    [plan] = w.plans
+    assert (plan.leg, plan.number, plan.soon_ms, plan.ring_max_s) == \
+        ("handoff", "+19175550123", 1500, 19)
     assert [c[0] for c in w.media.calls] == ["open_for_new_device"]
     assert w.log.events[0][0] == "handoff_started"
 

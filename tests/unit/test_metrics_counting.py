@@ -23,7 +23,7 @@ def counted(ksr, name: str) -> list[tuple]:
 
 def test_given_voicemail_answers_then_it_is_counted_once_for_all_its_200s(ksr, handler):  # noqa: F811
     from routing.metrics import ANSWERED
-    ksr.returns.update({"dispatcher.ds_is_from_list": -1})
+    ksr.returns.update({"isbflagset": False})
     ksr.pv.update({"$avp(tw_call)": facts(), "$si": handler.ring.voicemail_hostport.split(":")[0]})
     handler.ring.answered()
     handler.ring.answered()                       # the 200's retransmission
@@ -32,7 +32,7 @@ def test_given_voicemail_answers_then_it_is_counted_once_for_all_its_200s(ksr, h
 
 def test_given_the_mobile_answers_a_twin_ring_call_then_the_mobile_is_counted(ksr, handler):  # noqa: F811
     from routing.metrics import ANSWERED
-    ksr.returns.update({"dispatcher.ds_is_from_list": 1})
+    ksr.returns.update({"isbflagset": True})
     ksr.pv.update({"$avp(tw_call)": facts(), "$si": "127.0.1.2", "$ci": "c1"})
     handler.ring.answered()
     assert counted(ksr, ANSWERED) == [(ANSWERED, 1, "mobile")]
@@ -48,5 +48,5 @@ def test_given_a_desk_places_an_outside_call_then_no_answer_is_counted(ksr, hand
 def test_given_a_worker_starts_then_every_series_is_declared_at_zero(ksr, handler):  # noqa: F811
     handler.metrics.declare_series()
     assert all(args[1] == 0 for args in ksr.called("xhttp_prom.counter_inc_l2"))
-    assert len(ksr.called("xhttp_prom.counter_inc_l2")) == 2 * 5     # directions × outcomes
+    assert len(ksr.called("xhttp_prom.counter_inc_l2")) == 2 * 5 + 2 * 2     # handoffs; avoided legs × reasons
     assert len(ksr.called("xhttp_prom.counter_inc_l1")) == 3         # desk, mobile, voicemail

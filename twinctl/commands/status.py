@@ -29,23 +29,29 @@ def list_cli(ext: str, as_json: bool = output.JsonOption) -> None:
     """List the statuses; the current one is marked."""
     with connect(context.config()) as conn:
         rows = list_statuses(conn, ext)
-    output.table(rows, ("current", "name", "send_to", "ring"), as_json)
+    output.table(rows, ("current", "name", "send_to", "ring", "mobile_delay_s"), as_json)
 
 
 @app.command("edit")
 def edit_cli(ext: str, status: str,
-             send_to: str = typer.Option(..., "--send-to", help="ring-group | voicemail"),
+             send_to: Optional[str] = typer.Option(None, "--send-to",
+                                                   help="ring-group | voicemail"),
              ring: Optional[str] = typer.Option(None, "--ring",
                                                 help="Ring-group members: desk,mobile"),
+             mobile_delay_s: Optional[int] = typer.Option(
+                 None, "--mobile-delay-s",
+                 help="Ring the desk first: seconds before the mobile rings too (default 0)."),
              as_json: bool = output.JsonOption) -> None:
     """Say where calls go while STATUS is current."""
     with connect(context.config()) as conn:
-        row = edit_status(conn, ext, status, send_to, ring)
+        row = edit_status(conn, ext, status, send_to, ring, mobile_delay_s)
     if as_json:
         output.record(row, True)
     else:
         members = f" ({', '.join(row['ring']) or 'nobody'})" if row["send_to"] == "ring-group" else ""
-        output.info(f"{ext} / {row['name']}: send calls to {row['send_to']}{members}")
+        delay = f", mobile after {row['mobile_delay_s']} s" \
+            if row["mobile_delay_s"] and "mobile" in row["ring"] else ""
+        output.info(f"{ext} / {row['name']}: send calls to {row['send_to']}{members}{delay}")
 
 
 @app.command("set")

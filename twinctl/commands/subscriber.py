@@ -1,4 +1,4 @@
-"""twinctl subscriber: add, list, show, remove, passwd, license."""
+"""twinctl subscriber: add, list, show, set, remove, passwd, license."""
 from __future__ import annotations
 
 from typing import Optional
@@ -13,7 +13,7 @@ from twinning.numbers import parse_nanp
 
 from .. import context, output
 from ..db import connect
-from ..errors import Conflict
+from ..errors import Conflict, TwinctlError
 from .common import (check_display_name, check_extension, check_password, digest_hashes,
                      parse_license, subscriber_row)
 
@@ -33,7 +33,8 @@ CURRENT_AT_START = "In Office"
 _SUMMARY = """
     SELECT s.extension, s.did, s.display_name AS name, s.license::text AS license,
            st.name AS status, t.label AS twin_label, t.number AS twin,
-           s.ring_timeout, s.voicemail_box
+           s.ring_timeout, s.voicemail_box, s.answer_too_soon_ms, s.mobile_ring_max_s,
+           s.mobile_confirm
       FROM subscriber s
       JOIN status st ON st.id = s.current_status_id
       LEFT JOIN twin t ON t.subscriber_id = s.id
@@ -110,6 +111,42 @@ def set_license(conn: psycopg.Connection, ext: str, tier: str) -> str:
     return tier
 
 
+# What keeps a twin leg from the mobile's voicemail (routing.twinleg): name, range, unit.
+TWIN_LEG_LIMITS = {"answer_too_soon_ms": (0, 10000, "ms"), "mobile_ring_max_s": (5, 300, "s")}
+ON_OFF = {"on": True, "off": False, "yes": True, "no": False, "true": True, "false": False}
+
+
+def parse_on_off(text: str, option: str) -> bool:
+    value = ON_OFF.get(text.strip().lower())
+    if value is None:
+        raise TwinctlError(f"{option} takes on or off, got {text!r}")
+    return value
+
+
+def set_twin_leg(conn: psycopg.Connection, ext: str, answer_too_soon_ms: Optional[int] = None,
+                 mobile_ring_max_s: Optional[int] = None,
+                 confirm: Optional[bool] = None) -> dict:
+    """Change how the subscriber's twin legs are kept from the mobile's voicemail; the next
+    call uses it. Returns the subscriber as `show` does."""
+    sub = subscriber_row(conn, ext, lock=True)
+    changes = {"answer_too_soon_ms": answer_too_soon_ms, "mobile_ring_max_s": mobile_ring_max_s,
+               "mobile_confirm": confirm}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        raise TwinctlError("nothing to change: give --answer-too-soon-ms, --mobile-ring-max-s "
+                           "or --confirm")
+    for column, (low, high, unit) in TWIN_LEG_LIMITS.items():
+        value = changes.get(column)
+        if value is not None and not low <= value <= high:
+            option = "--" + column.replace("_", "-")
+            raise TwinctlError(f"{option} must be {low}..{high} {unit}, got {value}")
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k))
+                                     for k in changes)
+    conn.execute(sql.SQL("UPDATE subscriber SET {} WHERE id = %s").format(assignments),
+                 (*changes.values(), sub["id"]))
+    return show_subscriber(conn, ext)
+
+
 # ---- CLI ------------------------------------------------------------------------------------
 
 _COLUMNS = ("extension", "did", "name", "license", "status", "twin")
@@ -151,6 +188,32 @@ def show_cli(ext: str, as_json: bool = output.JsonOption) -> None:
     """Show one subscriber, with its registered desk contacts."""
     with connect(context.config()) as conn:
         output.record(show_subscriber(conn, ext), as_json)
+
+
+@app.command("set")
+def set_cli(ext: str,
+            answer_too_soon_ms: Optional[int] = typer.Option(
+                None, "--answer-too-soon-ms",
+                help="A twin leg answered sooner than this is the carrier's voicemail "
+                     "(0 = off; default 1500)."),
+            mobile_ring_max_s: Optional[int] = typer.Option(
+                None, "--mobile-ring-max-s",
+                help="The mobile rings at most this long, before its voicemail would "
+                     "answer (default 19)."),
+            confirm: Optional[str] = typer.Option(
+                None, "--confirm", help="on|off: whoever answers the mobile presses 1 first "
+                                        "(default off)."),
+            as_json: bool = output.JsonOption) -> None:
+    """Set how the twin leg is kept from the mobile's voicemail (applies to the next call)."""
+    confirm_on = parse_on_off(confirm, "--confirm") if confirm is not None else None
+    with connect(context.config()) as conn:
+        row = set_twin_leg(conn, ext, answer_too_soon_ms, mobile_ring_max_s, confirm_on)
+    if as_json:
+        output.record(row, True)
+    else:
+        output.info(f"{ext}: answer too soon {row['answer_too_soon_ms']} ms, mobile rings at "
+                    f"most {row['mobile_ring_max_s']} s, confirm "
+                    f"{'on' if row['mobile_confirm'] else 'off'}")
 
 
 @app.command("remove")

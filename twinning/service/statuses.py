@@ -10,6 +10,7 @@ from .errors import NotFound, ServiceError
 
 SEND_TO = ("ring-group", "voicemail")
 RING_MEMBERS = ("desk", "mobile")
+MOBILE_DELAY_MAX_S = 60         # "ring the desk first": longer and the mobile would never ring
 
 
 class EmptyRingGroup(ServiceError):
@@ -61,7 +62,7 @@ def status_by_id(conn: psycopg.Connection, sub: dict, status_id: int) -> dict:
 def list_statuses(conn: psycopg.Connection, ext: str) -> list[dict]:
     sub = subscriber_row(conn, ext)
     rows = conn.execute(
-        "SELECT id, name, send_to::text AS send_to, ring_desk, ring_mobile,"
+        "SELECT id, name, send_to::text AS send_to, ring_desk, ring_mobile, mobile_delay_s,"
         " id = %s AS current FROM status WHERE subscriber_id = %s ORDER BY position, id",
         (sub["current_status_id"], sub["id"])).fetchall()
     for row in rows:
@@ -70,24 +71,32 @@ def list_statuses(conn: psycopg.Connection, ext: str) -> list[dict]:
 
 
 def route_status(conn: psycopg.Connection, row: dict, send_to: str, desk: bool,
-                 mobile: bool) -> dict:
-    """The one status rule: a ring group has at least one member."""
+                 mobile: bool, mobile_delay_s: Optional[int] = None) -> dict:
+    """The status rules: a ring group has at least one member; the desk-first delay is bounded.
+    mobile_delay_s None keeps the status's own."""
     if send_to == "ring-group" and not (desk or mobile):
         raise EmptyRingGroup("a ring group needs at least one member: --ring desk, mobile or "
                            "desk,mobile")
-    conn.execute("UPDATE status SET send_to = %s, ring_desk = %s, ring_mobile = %s WHERE id = %s",
-                 (send_to, desk, mobile, row["id"]))
-    return {"name": row["name"], "send_to": send_to, "ring": _members(desk, mobile)}
+    delay = row["mobile_delay_s"] if mobile_delay_s is None else mobile_delay_s
+    if not 0 <= delay <= MOBILE_DELAY_MAX_S:
+        raise ServiceError(f"--mobile-delay-s must be 0..{MOBILE_DELAY_MAX_S} s, got {delay}")
+    conn.execute("UPDATE status SET send_to = %s, ring_desk = %s, ring_mobile = %s,"
+                 " mobile_delay_s = %s WHERE id = %s",
+                 (send_to, desk, mobile, delay, row["id"]))
+    return {"name": row["name"], "send_to": send_to, "ring": _members(desk, mobile),
+            "mobile_delay_s": delay}
 
 
-def edit_status(conn: psycopg.Connection, ext: str, name: str, send_to: str,
-                ring: Optional[str]) -> dict:
-    """send_to and ring as the operator types them (ring None: the members stay)."""
+def edit_status(conn: psycopg.Connection, ext: str, name: str, send_to: Optional[str],
+                ring: Optional[str], mobile_delay_s: Optional[int] = None) -> dict:
+    """send_to and ring as the operator types them; what is not given stays as it is."""
+    if send_to is None and ring is None and mobile_delay_s is None:
+        raise ServiceError("nothing to change: give --send-to, --ring or --mobile-delay-s")
     sub = subscriber_row(conn, ext)
     row = status_row(conn, sub, name)
-    send_to = parse_send_to(send_to)
+    send_to = parse_send_to(send_to) if send_to is not None else row["send_to"]
     desk, mobile = parse_ring(ring) if ring is not None else (row["ring_desk"], row["ring_mobile"])
-    return route_status(conn, row, send_to, desk, mobile)
+    return route_status(conn, row, send_to, desk, mobile, mobile_delay_s)
 
 
 def make_current(conn: psycopg.Connection, sub: dict, row: dict) -> str:

@@ -1,0 +1,74 @@
+"""The twin leg's rules in the proxy (routing.twinleg) against the KSR stub: what it sends and
+counts when the mobile's carrier answers too soon, how it waits to ring the desk first, and
+what the call's transaction is told when the trunk is out of service."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.unit.test_adapter import handler, ksr  # noqa: F401 (fixtures)
+from tests.unit.test_sipmsg import OK
+
+pytestmark = pytest.mark.unit
+
+PLAN = dict(leg="twin", number="+19175550123", extension="1001", sub_id=1, soon_ms=1500,
+            ring_max_s=19, delay_s=0, confirm=False)
+
+
+def ringing_leg(ksr, handler, sent_ms_ago: int, **plan) -> None:  # noqa: F811
+    from routing import twinleg
+    leg = json.dumps({"sent": twinleg.now_ms() - sent_ms_ago, "plan": dict(PLAN, **plan)})
+    ksr.returns.update({"htable.sht_get": lambda table, key:
+                        leg if (table, key) == ("twin", "l:c1@127.0.1.2") else None})
+    ksr.pv.update({"$rs": "200", "$rm": "INVITE", "$ci": "c1@127.0.1.2", "$tt": "mob",
+                   "$si": "127.0.1.2", "$sp": "5060", "$mb": OK})
+
+
+def test_given_the_mobile_answers_at_once_then_the_proxy_ends_that_leg_and_drops_the_2xx(ksr, handler):  # noqa: F811,E501
+    ringing_leg(ksr, handler, sent_ms_ago=150)
+    handler.ksr_reply_route(None)
+    assert ksr.called("set_drop") == [()]                       # tm never sees the 2xx
+    sent = [args[0] for args in ksr.called("tm.t_uac_send")]
+    assert sent == ["ACK", "BYE"]
+    [(uri, reply)] = ksr.called("corex.send_data")
+    assert uri == "sip:127.0.1.1:5060" and reply.startswith("SIP/2.0 480 Answered Too Soon")
+    assert ("twinning_voicemail_avoided_calls_total", 1, "twin", "answered-too-soon") in \
+        ksr.called("xhttp_prom.counter_inc_l2")
+
+
+def test_given_a_person_answers_after_the_threshold_then_the_2xx_goes_on_to_the_caller(ksr, handler):  # noqa: F811,E501
+    ringing_leg(ksr, handler, sent_ms_ago=2500)
+    handler.ksr_reply_route(None)
+    assert ksr.called("set_drop") == [] and ksr.called("tm.t_uac_send") == []
+
+
+def test_given_the_rule_is_off_then_even_an_instant_answer_is_connected(ksr, handler):  # noqa: F811
+    ringing_leg(ksr, handler, sent_ms_ago=10, soon_ms=0)
+    handler.ksr_reply_route(None)
+    assert ksr.called("set_drop") == []
+
+
+def test_given_the_desk_rings_first_then_the_leg_waits_in_milliseconds_on_a_core_async_worker(ksr, handler):  # noqa: F811,E501
+    plan = json.dumps(dict(PLAN, delay_s=4))
+    ksr.returns.update({"htable.sht_get": lambda table, key: plan, "is_INVITE": True,
+                        "siputils.has_totag": -1})
+    ksr.pv.update({"$rU": "tw-abc", "$si": "127.0.1.1", "$sp": "5060"})
+    handler.legs.request()
+    assert ksr.called("async.ms_route") == [("ksr_twinleg_go", 4000)]
+    assert ksr.called("tm.t_reply") == [(100, "Trying")]
+    assert ksr.called("tm.t_relay") == []
+
+
+def test_given_someone_else_sends_a_leg_uri_then_it_is_refused(ksr, handler):  # noqa: F811
+    ksr.returns.update({"is_INVITE": True, "siputils.has_totag": -1})
+    ksr.pv.update({"$rU": "tw-abc", "$si": "127.0.1.2", "$sp": "5060"})
+    handler.legs.request()
+    assert ksr.called("sl.sl_send_reply") == [(403, "Forbidden")]
+
+
+def test_given_every_gateway_answers_503_then_the_call_hears_503_not_500(ksr, handler):  # noqa: F811
+    ksr.returns.update({"tm.t_is_canceled": -1})
+    ksr.pv.update({"$T_reply_code": "503", "$ci": "c1"})
+    handler.legs.failure()
+    assert ksr.called("tm.t_reply") == [(503, "Service Unavailable")]
