@@ -47,7 +47,8 @@ def test_given_a_twin_ring_call_and_handoffs_when_both_endpoints_are_scraped_the
     kamailio, rtpengine = stack.metrics_kamailio, stack.metrics_rtpengine
     k0, r0 = scrape(kamailio), scrape(rtpengine)
     # Declared at start: every series is there before its first event.
-    assert ("kamailio_twinning_voicemail_avoided_calls_total", ()) in k0
+    assert ("kamailio_twinning_voicemail_avoided_calls_total",
+            (("leg", "handoff"), ("reason", "rang-too-long"))) in k0
     assert ("kamailio_twinning_handoffs_total",
             (("direction", "mobile_to_desk"), ("outcome", "declined"))) in k0
 
@@ -74,7 +75,9 @@ def test_given_a_twin_ring_call_and_handoffs_when_both_endpoints_are_scraped_the
                     le="+Inf") == 1
     assert grew(k0, k1, "kamailio_twinning_handoffs_total", direction="desk_to_mobile",
                 outcome="declined") == 0
-    assert grew(k0, k1, "kamailio_twinning_voicemail_avoided_calls_total") == 0
+    for leg in ("twin", "handoff"):
+        assert grew(k0, k1, "kamailio_twinning_voicemail_avoided_calls_total", leg=leg,
+                    reason="answered-too-soon") == 0
     # Kamailio's own statistics, from the same endpoint.
     assert grew(k0, k1, "kamailio_core_rcv_requests_invite") >= 3   # far end, desk's *55, ...
     assert k1[("kamailio_dialog_active_dialogs", ())] == 0

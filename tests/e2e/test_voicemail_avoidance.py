@@ -14,6 +14,7 @@ from lab.calls import (CALLER_NAME, CALLER_NUM, CALLER_PORT, MOBILE_PORT, SUB_EX
                        db_settled, setup_subscriber)
 from lab.residue import assert_no_residue
 from lab.rtp import wait_for
+from tests.e2e.test_metrics import grew, scrape
 from tests.support.phones import assert_two_way
 from tests.support.pjsip_scenarios import (DID_DIALLED, answered_on_the_desk, code_uri, proxy,
                                            cleared_after, refusals)  # noqa: F401
@@ -64,6 +65,7 @@ def test_given_the_carriers_voicemail_answers_at_once_then_the_desk_rings_on_and
     voicemail = phones("voicemail", VOICEMAIL_IP, 5060)
     voicemail.on_incoming(answer_after_ms=200)
     mobile.on_incoming(answer_after_ms=CARRIER_VOICEMAIL_MS)        # the carrier's voicemail
+    counted_before = scrape(stack.metrics_kamailio)
     started = time.monotonic()
     far_call = far.make_call(f"sip:{DID_DIALLED}@{proxy(stack)}")
     desk_call = desk.incoming()
@@ -81,6 +83,9 @@ def test_given_the_carriers_voicemail_answers_at_once_then_the_desk_rings_on_and
     assert len(far.received("200")) == 1
     [row] = avoided(db, "answered-too-soon")
     assert row["leg"] == "twin" and row["after_ms"] < 1500
+    assert grew(counted_before, scrape(stack.metrics_kamailio),
+                "kamailio_twinning_voicemail_avoided_calls_total", leg="twin",
+                reason="answered-too-soon") == 1
     far_call.hangup()
     vm_call.wait("disconnected")
     assert refusals(far) == refusals(desk) == []
