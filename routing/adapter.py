@@ -80,7 +80,7 @@ class Handler:
                                      timeout=NG_TIMEOUT_S, retries=NG_RETRIES))
         calls = CallStore(Htable(CALL_HTABLE), self.call_log)
         self.metrics = Metrics()
-        self.legs = TwinLegs(cfg, self.call_log, self.metrics)
+        self.legs = TwinLegs(cfg, self.call_log, self.metrics, media)
         self.handoff = HandoffRoutes(cfg, calls, media, self.call_log, self.store, twin_refusal,
                                      self.metrics, self.legs)
         self.requests = RequestRoutes(media, self.handoff, self.legs)
@@ -239,6 +239,14 @@ class Handler:
             KSR.xhttp_prom.dispatch()
         else:
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "not here\n")
+        return 1
+
+    # ---- the twin legs' confirmations (routing.confirm) --------------------------------------
+    @guarded
+    def ksr_rtimer_legs(self, msg, *_event) -> int:
+        """rtimer process: the keys rtpengine saw, and the confirmations that ran out."""
+        self.ready()
+        self.legs.confirm.tick()
         return 1
 
     # ---- the background writer ---------------------------------------------------------------

@@ -49,6 +49,7 @@ def offer_options(secure: bool, **kw) -> OfferOptions:
 # branch for requests, the top Via for its replies), so a losing branch never touches the
 # winner's media.
 BRANCH = "via-branch=auto-next"
+CONFIRM_PROMPT_REPEATS = 10          # the prompt (~1.2 s) repeats past the confirmation window
 RTP_ANSWER = module_flags(MEDIA)
 RTP_OFFER = {False: module_flags(MEDIA, PLAIN), True: module_flags(MEDIA, SECURE)}
 RTP_BRANCH_ANSWER = f"{BRANCH} {RTP_ANSWER}"
@@ -133,6 +134,26 @@ class Media:
         return self.client.offer(call_id, from_tag, sdp,
                                  offer_options(toward_secure, extra={"to-tag": to_tag},
                                                port_latching=True)).sdp
+
+    # ---- a twin leg's confirmation (routing.confirm) -----------------------------------------
+    def hold_for_confirmation(self, call_id: str, caller_tag: str, leg_tag: str, leg_sdp: str,
+                              via_branch: str, prompt: str) -> None:
+        """The answered leg's media is set up (its branch of the caller's offer) but kept from
+        the caller, audio and DTMF both, while the prompt plays to the leg. rtpengine still
+        sees the leg's DTMF and reports it (--dtmf-log-dest)."""
+        c = self.client
+        c.answer(call_id, caller_tag, leg_tag, leg_sdp,
+                 AnswerOptions(via_branch=via_branch, **MEDIA))
+        c.block_media(call_id, from_tag=leg_tag)
+        c.block_dtmf(call_id, from_tag=leg_tag)
+        c.play_media(call_id, leg_tag, file=prompt, repeat_times=CONFIRM_PROMPT_REPEATS)
+
+    def release_confirmed(self, call_id: str, leg_tag: str) -> None:
+        """The leg pressed 1: the prompt stops and its audio reaches the caller (its DTMF a
+        moment later: the caller is not to hear the key)."""
+        c = self.client
+        c.stop_media(call_id, leg_tag)
+        c.unblock_media(call_id, from_tag=leg_tag)
 
     def delete(self, call_id: str, helper_tag: str = "") -> None:
         if helper_tag:

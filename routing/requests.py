@@ -36,6 +36,8 @@ class RequestRoutes:
             # The call's CANCEL of its twin leg (the spiral) must not end the call's media.
             if not self.legs.is_leg_uri_user(pv("$rU")):
                 self.media.drop_call()
+            else:
+                self.legs.cancelling()
             KSR.tm.t_relay()
         return DONE
 
@@ -44,6 +46,8 @@ class RequestRoutes:
             return NEXT
         if self.handoff.in_dialog() is DONE:
             return DONE
+        if KSR.is_BYE() and self.legs.confirm.leg_hung_up(pv("$ci")):
+            return DONE                         # the mobile gave up before pressing 1
         if KSR.rr.loose_route() > 0:
             if KSR.is_BYE():
                 self.media.drop_call()

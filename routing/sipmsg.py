@@ -111,3 +111,15 @@ def final_reply_for(raw_reply: str, code: int, reason: str) -> str:
     lines = [line.replace("Cseq:", "CSeq:", 1) for line in lines]
     return f"SIP/2.0 {code} {reason}\r\n" + "\r\n".join(lines) + \
         "\r\nContent-Length: 0\r\n\r\n"
+
+
+def via_branches(raw_reply: str) -> list[str]:
+    """The branch parameters of the reply's Vias, top first (every entry of every Via line)."""
+    branches = []
+    for name, value in headers(raw_reply):
+        if name != "via":
+            continue
+        for entry in split_list(value):
+            params = dict(p.strip().partition("=")[::2] for p in entry.split(";")[1:])
+            branches.append(params.get("branch", ""))
+    return branches

@@ -28,6 +28,7 @@ import KSR
 
 from . import decisions as rules
 from . import sipmsg
+from .confirm import Confirmations
 from .kemi import DONE, NEXT, Htable, pv
 
 LOOP_PREFIX = "tw-"                 # user part of the spiral's R-URI
@@ -67,10 +68,12 @@ def now_ms() -> int:
 
 
 class TwinLegs:
-    def __init__(self, cfg, call_log, metrics=None):
+    def __init__(self, cfg, call_log, metrics=None, media=None):
         self.cfg = cfg
         self.call_log = call_log
         self.metrics = metrics
+        self.confirm = Confirmations(cfg, media, call_log, lambda plan, reason, ms, call_id:
+                                     self._avoided(LegPlan(**plan), reason, ms, call_id))
         self.live = Htable(LIVE_TABLE)
         self.host, self.port = cfg.proxy_address, int(cfg.proxy_port)
         self.self_uri = f"sip:{self.host}:{self.port}"
@@ -160,6 +163,9 @@ class TwinLegs:
         plan = LegPlan.from_json(pv(PLAN_AVP))
         if KSR.tm.t_is_canceled() > 0:
             return
+        if KSR.tm.t_branch_timeout() > 0 and self.confirm.pending(pv("$ci")):
+            self.confirm.abandoned(pv("$ci"))       # answered, but its key came too late
+            return
         if KSR.tm.t_branch_timeout() > 0 and KSR.tm.t_branch_replied() > 0:
             sent = self._sent_ms(pv("$ci"))
             KSR.info(f"twin leg of {plan.extension} rang {plan.ring_max_s} s: cancelled\n")
@@ -173,6 +179,11 @@ class TwinLegs:
             return
         KSR.xlog.xlog("L_INFO", f"twin leg failed with {code}: next gateway $ru\n")
         self._relay()
+
+    def cancelling(self) -> None:
+        """The call's CANCEL of a leg (request route): a leg waiting for its key ends now."""
+        if self.is_leg_uri_user(pv("$rU")) and self.confirm.pending(pv("$ci")):
+            self.confirm.cancelled(pv("$ci"))
 
     def failure(self) -> None:
         """The leg failed on every gateway. tm would relay a winning 503 as 500 (RFC 3261
@@ -206,17 +217,28 @@ class TwinLegs:
         if plan.soon_ms and elapsed < plan.soon_ms:
             self.end_leg(plan, "answered-too-soon", elapsed, AVOIDED_REASON)
             return DONE
+        # A handoff's leg is not confirmed: the subscriber pressed Handoff and expects the
+        # mobile; its media is the handoff's own (see docs/voicemail-avoidance.md).
+        if plan.confirm and plan.leg == "twin" and self.confirm.start(plan, self._ack_leg):
+            self.live.remove(f"l:{call_id}")
+            return DONE
         return NEXT
+
+    def _ack_leg(self, phrase: str) -> sipmsg.LegEnd:
+        """ACK the 2xx being handled in the caller's place (again for each retransmission
+        of it, for 32 s). Returns how to end that dialog."""
+        end = sipmsg.leg_end(pv("$mb"), self.host, phrase)
+        KSR.htable.sht_setxs(GONE_TABLE, pv("$ci"), json.dumps(
+            {"to_tag": pv("$tt"), "target": end.target, "next_hop": end.next_hop,
+             "ack": end.ack}, separators=(",", ":")), GONE_S)
+        self._send(end.target, end.next_hop, "ACK", end.ack)
+        return end
 
     def end_leg(self, plan: LegPlan, reason: str, elapsed: int, phrase: str) -> None:
         """The 2xx being handled answered a leg the caller must not get: end that dialog from
         the proxy, and tell the leg's transaction it failed."""
         call_id, raw = pv("$ci"), pv("$mb")
-        end = sipmsg.leg_end(raw, self.host, phrase)
-        KSR.htable.sht_setxs(GONE_TABLE, call_id, json.dumps(
-            {"to_tag": pv("$tt"), "target": end.target, "next_hop": end.next_hop,
-             "ack": end.ack}, separators=(",", ":")), GONE_S)
-        self._send(end.target, end.next_hop, "ACK", end.ack)
+        end = self._ack_leg(phrase)
         self._send(end.target, end.next_hop, "BYE", end.bye)
         self.live.remove(f"l:{call_id}")
         KSR.corex.send_data(self.self_uri, sipmsg.final_reply_for(raw, 480, phrase))
@@ -224,8 +246,9 @@ class TwinLegs:
                  f"{reason}, ended by the proxy\n")
         self._avoided(plan, reason, elapsed)
 
-    def _avoided(self, plan: LegPlan, reason: str, elapsed_ms: int) -> None:
-        self.call_log.avoided(pv("$ci"), plan.sub_id, plan.leg, reason, elapsed_ms)
+    def _avoided(self, plan: LegPlan, reason: str, elapsed_ms: int,
+                 call_id: str | None = None) -> None:
+        self.call_log.avoided(call_id or pv("$ci"), plan.sub_id, plan.leg, reason, elapsed_ms)
         if self.metrics is not None:
             self.metrics.voicemail_avoided(plan.leg, reason)
 

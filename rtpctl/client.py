@@ -185,6 +185,15 @@ class Client:
                       *, label: str | None = None, all_: bool = False) -> NgResult:
         return self._media_op("unblock media", call_id, from_tag, to_tag, label, all_)
 
+    def block_dtmf(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None,
+                   *, label: str | None = None, all_: bool = False) -> NgResult:
+        """Stop forwarding that party's DTMF; rtpengine still sees (and logs) it."""
+        return self._media_op("block DTMF", call_id, from_tag, to_tag, label, all_)
+
+    def unblock_dtmf(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None,
+                     *, label: str | None = None, all_: bool = False) -> NgResult:
+        return self._media_op("unblock DTMF", call_id, from_tag, to_tag, label, all_)
+
     def silence_media(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None,
                       *, label: str | None = None, all_: bool = False) -> NgResult:
         return self._media_op("silence media", call_id, from_tag, to_tag, label, all_)

@@ -310,6 +310,8 @@ class Rtpengine:
                 f"--port-min={c.rtp_port_min}", f"--port-max={c.rtp_port_max}",
                 f"--delete-delay={c.rtp_delete_delay}", "--log-level=5",
                 f"--listen-http={c.metrics_rtpengine}",
+                # the DTMF its streams carry (RFC 4733), as JSON: a twin leg's confirmation
+                f"--dtmf-log-dest={c.rtpengine_dtmf}",
                 "--num-threads=2", "--timeout=60", "--silent-timeout=3600"]
 
     def ports(self) -> list[Port]:

@@ -95,6 +95,7 @@ class SiteConfig:
     statement_timeout_ms: int
     rtpengine_ng: HostPort
     rtpengine_cli: HostPort
+    rtpengine_dtmf: HostPort            # where rtpengine sends the DTMF events it sees (UDP)
     rtp_port_min: int
     rtp_port_max: int
     rtp_delete_delay: int
@@ -172,6 +173,12 @@ def _get(data: dict, section: str, key: str, kind: type):
     return value
 
 
+def _dtmf_default(data: dict) -> str:
+    """The ng socket's host, 4 ports up: beside the ng (2223) and cli ports."""
+    ng = HostPort.parse(_get(data, "rtpengine", "ng", str), 2223)
+    return f"{ng.host}:{ng.port + 4}"
+
+
 def _optional(data: dict, section: str, key: str, kind: type, default):
     if key not in data.get(section, {}):
         return default
@@ -218,6 +225,8 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
         statement_timeout_ms=_get(data, "database", "statement_timeout_ms", int),
         rtpengine_ng=HostPort.parse(_get(data, "rtpengine", "ng", str), 2223),
         rtpengine_cli=HostPort.parse(_get(data, "rtpengine", "cli", str), 2225),
+        rtpengine_dtmf=HostPort.parse(_optional(data, "rtpengine", "dtmf_events", str,
+                                                _dtmf_default(data)), 2237),
         rtp_port_min=_get(data, "rtpengine", "port_min", int),
         rtp_port_max=_get(data, "rtpengine", "port_max", int),
         rtp_delete_delay=_get(data, "rtpengine", "delete_delay", int),

@@ -110,6 +110,85 @@ def test_given_a_person_answers_the_mobile_after_two_and_a_half_seconds_then_the
     assert_no_residue(stack)
 
 
+def test_given_confirmation_when_the_person_on_the_mobile_presses_1_then_the_call_is_theirs(
+        stack, db, phones):
+    the_default_subscriber(db, stack)
+    subscriber_cmd.set_twin_leg(db, SUB_EXT, confirm=True)
+    far, desk, mobile = parties(stack, phones)
+    mobile.on_incoming(answer_after_ms=2000)
+    far_call = far.make_call(f"sip:{DID_DIALLED}@{proxy(stack)}")
+    mobile_call = mobile.incoming()
+    mobile_call.wait("confirmed", timeout=10)               # the proxy ACKed its 200
+    assert mobile.received("ACK")
+    # The prompt plays to the mobile; the caller is not connected yet, the desk rings on.
+    heard = mobile_call.rtp().rx
+    time.sleep(1.0)
+    assert mobile_call.rtp().rx - heard >= 35, "the mobile hears the prompt"
+    assert far_call.state in ("calling", "early") and far.received("200") == []
+    assert desk.incoming().state in ("incoming", "early")
+    mobile_call.dtmf("1")
+    far_call.wait("confirmed", timeout=5)
+    assert desk.incoming().wait("disconnected")[0] == 487
+    assert_two_way(far_call, mobile_call)
+    assert not mobile.received("BYE")
+    assert "Received DTMF digit" not in far.log.read_text(), "the caller heard the key"
+    assert db_settled(db, "SELECT answered_by FROM call WHERE answered_by = 'mobile'")
+    far_call.hangup()
+    mobile_call.wait("disconnected")
+    assert db.execute("SELECT count(*) AS n FROM twin_leg_avoided").fetchone()["n"] == 0
+    assert refusals(far) == refusals(desk) == []
+    assert_no_residue(stack)
+
+
+def test_given_confirmation_when_nobody_presses_1_then_the_leg_is_dropped_and_the_desk_rings_on(
+        stack, db, phones):
+    the_default_subscriber(db, stack, ring_timeout=12)
+    subscriber_cmd.set_twin_leg(db, SUB_EXT, confirm=True)
+    far, desk, mobile = parties(stack, phones)
+    mobile.on_incoming(answer_after_ms=2000)               # a voicemail slower than 1.5 s
+    desk.on_incoming(answer_after_ms=10000)
+    far_call = far.make_call(f"sip:{DID_DIALLED}@{proxy(stack)}")
+    mobile_call = mobile.incoming()
+    mobile_call.wait("confirmed", timeout=10)
+    answered = time.monotonic()
+    mobile_call.wait("disconnected", timeout=10)            # the proxy's BYE, after the window
+    waited = time.monotonic() - answered
+    assert 5 < waited < 7.5, f"dropped after {waited:.1f} s (the window: 6 s)"
+    assert "Not Confirmed" in mobile.received("BYE")[-1].header("Reason")
+    assert far.received("200") == [] and far_call.state in ("calling", "early")
+    far_call.wait("confirmed", timeout=10)                  # the desk, at 10 s
+    desk_call = desk.incoming()
+    assert_two_way(far_call, desk_call)
+    [row] = avoided(db, "not-confirmed")
+    assert row["leg"] == "twin" and 5000 < row["after_ms"] < 7500
+    far_call.hangup()
+    desk_call.wait("disconnected")
+    assert refusals(far) == refusals(desk) == []
+    assert_no_residue(stack)
+
+
+def test_given_confirmation_when_the_desk_answers_while_the_mobile_listens_then_the_mobile_is_hung_up(
+        stack, db, phones):
+    the_default_subscriber(db, stack)
+    subscriber_cmd.set_twin_leg(db, SUB_EXT, confirm=True)
+    far, desk, mobile = parties(stack, phones)
+    mobile.on_incoming(answer_after_ms=2000)
+    desk.on_incoming(answer_after_ms=3500)
+    far_call = far.make_call(f"sip:{DID_DIALLED}@{proxy(stack)}")
+    mobile_call = mobile.incoming()
+    mobile_call.wait("confirmed", timeout=10)
+    far_call.wait("confirmed", timeout=5)                   # the desk's answer
+    desk_call = desk.incoming()
+    mobile_call.wait("disconnected", timeout=5)             # the proxy hung the mobile up
+    assert mobile.received("BYE")
+    assert_two_way(far_call, desk_call)
+    assert len(far.received("200")) == 1
+    far_call.hangup()
+    desk_call.wait("disconnected")
+    assert refusals(far) == refusals(desk) == []
+    assert_no_residue(stack)
+
+
 def test_given_the_mobile_declines_then_the_desk_still_rings_and_can_answer(stack, db, phones):
     the_default_subscriber(db, stack)
     far, desk, mobile = parties(stack, phones)

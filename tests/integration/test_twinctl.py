@@ -140,12 +140,12 @@ def test_given_a_new_subscriber_then_the_twin_leg_rules_have_their_defaults_and_
     assert (shown["answer_too_soon_ms"], shown["mobile_ring_max_s"], shown["mobile_confirm"]) \
         == (1500, 19, False)
     res = twinctl("subscriber", "set", "2001", "--answer-too-soon-ms", "2000",
-                  "--mobile-ring-max-s", "15", "--confirm", "off")
+                  "--mobile-ring-max-s", "15", "--confirm", "on")
     assert "answer too soon 2000 ms" in res.stdout + res.stderr
     shown = json.loads(twinctl("subscriber", "show", "2001", "--json").stdout)
     assert (shown["answer_too_soon_ms"], shown["mobile_ring_max_s"], shown["mobile_confirm"]) \
-        == (2000, 15, False)
-    twinctl("subscriber", "set", "2001", "--answer-too-soon-ms", "0")
+        == (2000, 15, True)
+    twinctl("subscriber", "set", "2001", "--confirm", "off", "--answer-too-soon-ms", "0")
     row = db.execute("SELECT answer_too_soon_ms, mobile_ring_max_s, mobile_confirm FROM"
                      " subscriber WHERE extension = '2001'").fetchone()
     assert row == {"answer_too_soon_ms": 0, "mobile_ring_max_s": 15, "mobile_confirm": False}
@@ -166,8 +166,7 @@ def test_given_a_status_then_its_mobile_delay_can_be_set_alone(db):
     (["subscriber", "set", "2001", "--mobile-ring-max-s", "2"], "5..300 s"),
     (["subscriber", "set", "2001", "--confirm", "maybe"], "on or off"),
     (["subscriber", "set", "2001"], "nothing to change"),
-    (["subscriber", "set", "2009", "--confirm", "off"], "2009"),
-    (["subscriber", "set", "2001", "--confirm", "on"], "not available yet"),
+    (["subscriber", "set", "2009", "--confirm", "on"], "2009"),
     (["subscriber", "set", "2001", "--answer-too-soon-ms", "soon"], "answer-too-soon-ms"),
     (["status", "edit", "2001", "In Office", "--mobile-delay-s", "61"], "0..60 s"),
     (["status", "edit", "2001", "In Office"], "nothing to change"),

@@ -70,6 +70,10 @@ class Call:
         """BYE when confirmed, CANCEL when calling, a final reply (code) when ringing."""
         self._do("hangup", code=code)
 
+    def dtmf(self, digits: str) -> None:
+        """Press keys: RFC 4733 events in the call's RTP."""
+        self._do("dtmf", digits=digits)
+
     def hold(self) -> None:
         """re-INVITE with a=sendonly (pjsua2 setHold)."""
         self._do("hold")

@@ -241,6 +241,10 @@ class Phone:
         prm.statusCode = code
         self.calls[call].hangup(prm)
 
+    def dtmf(self, call: int, digits: str) -> None:
+        """RFC 4733 telephone-events in the call's RTP (pjsua2's default DTMF method)."""
+        self.calls[call].dialDtmf(digits)
+
     def hold(self, call: int) -> None:
         self.calls[call].setHold(pj.CallOpParam(True))
 

@@ -72,3 +72,35 @@ def test_given_every_gateway_answers_503_then_the_call_hears_503_not_500(ksr, ha
     ksr.pv.update({"$T_reply_code": "503", "$ci": "c1"})
     handler.legs.failure()
     assert ksr.called("tm.t_reply") == [(503, "Service Unavailable")]
+
+
+def test_given_rtpengines_dtmf_reports_then_only_well_formed_ones_are_read():
+    from routing.confirm import digit_of
+    report = (b'{"callid":"c1","source_tag":"mob","tags":["abc","mob"],"type":"DTMF",'
+              b'"timestamp":1,"source_ip":"127.0.1.2","event":1,"duration":100,"volume":10}')
+    assert digit_of(report) == ("c1", "mob", 1)
+    for junk in (b"", b"not json", b"[]", b'{"type":"DTMF"}', b'{"type":"other","event":1}'):
+        assert digit_of(junk) is None
+
+
+def test_given_confirmation_then_a_late_answer_is_held_and_the_mobile_acked(ksr, handler):  # noqa: F811
+    ringing_leg(ksr, handler, sent_ms_ago=2500, confirm=True)
+    held = []
+    handler.legs.confirm.media = type("M", (), {
+        "hold_for_confirmation": lambda self, *args: held.append(args)})()
+    handler.ksr_reply_route(None)
+    assert ksr.called("set_drop") == [()]                       # the caller waits for the key
+    assert [args[0] for args in ksr.called("tm.t_uac_send")] == ["ACK"]
+    assert held and held[0][4] == "z9hG4bKo.1"                  # the call's branch of the offer
+    [(queue, call_id, _deadline)] = ksr.called("mqueue.mq_add")
+    assert (queue, call_id) == ("confirm", "c1@127.0.1.2")
+
+
+def test_given_confirmation_when_rtpengine_fails_then_the_answer_goes_through(ksr, handler):  # noqa: F811
+    ringing_leg(ksr, handler, sent_ms_ago=2500, confirm=True)
+
+    def down(self, *args):
+        raise OSError("no rtpengine")
+    handler.legs.confirm.media = type("M", (), {"hold_for_confirmation": down})()
+    handler.ksr_reply_route(None)
+    assert ksr.called("set_drop") == [] and ksr.called("tm.t_uac_send") == []

@@ -135,10 +135,6 @@ def set_twin_leg(conn: psycopg.Connection, ext: str, answer_too_soon_ms: Optiona
     if not changes:
         raise TwinctlError("nothing to change: give --answer-too-soon-ms, --mobile-ring-max-s "
                            "or --confirm")
-    if confirm:
-        raise TwinctlError("--confirm on is not available yet (the press-1 prompt is not "
-                           "built); answer-too-soon and the ring maximum keep carrier "
-                           "voicemail off the call")
     for column, (low, high, unit) in TWIN_LEG_LIMITS.items():
         value = changes.get(column)
         if value is not None and not low <= value <= high:
