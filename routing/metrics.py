@@ -16,7 +16,7 @@ DEVICES = ("desk", "mobile", "voicemail")
 DIRECTIONS = ("desk_to_mobile", "mobile_to_desk")
 OUTCOMES = ("completed", "declined", "no-answer", "cancelled", "failed")
 LEGS = ("twin", "handoff")                               # routing.twinleg.LegPlan.leg
-AVOIDED = ("answered-too-soon", "rang-too-long")         # why a twin leg was ended
+AVOIDED = ("answered-too-soon", "rang-too-long", "not-confirmed")   # why a leg was ended
 
 
 def direction(from_device: str, to_device: str) -> str:

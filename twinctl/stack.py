@@ -388,7 +388,9 @@ class Kamailio:
         return [Port("udp", c.proxy_address, c.proxy_port, "SIP"),
                 Port("tcp", c.proxy_address, c.proxy_port, "SIP"),
                 Port("tcp", c.proxy_address, c.tls_port, "SIP over TLS"),
-                Port("tcp", c.metrics_kamailio.host, c.metrics_kamailio.port, "metrics")]
+                Port("tcp", c.metrics_kamailio.host, c.metrics_kamailio.port, "metrics"),
+                Port("udp", c.rtpengine_dtmf.host, c.rtpengine_dtmf.port,
+                     "rtpengine's DTMF reports")]
 
     def check(self) -> None:
         """`kamailio -c` on the rendered cfg; its complaints also go to the log."""

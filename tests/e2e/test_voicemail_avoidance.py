@@ -147,6 +147,7 @@ def test_given_confirmation_when_nobody_presses_1_then_the_leg_is_dropped_and_th
     far, desk, mobile = parties(stack, phones)
     mobile.on_incoming(answer_after_ms=2000)               # a voicemail slower than 1.5 s
     desk.on_incoming(answer_after_ms=10000)
+    counted_before = scrape(stack.metrics_kamailio)
     far_call = far.make_call(f"sip:{DID_DIALLED}@{proxy(stack)}")
     mobile_call = mobile.incoming()
     mobile_call.wait("confirmed", timeout=10)
@@ -161,6 +162,9 @@ def test_given_confirmation_when_nobody_presses_1_then_the_leg_is_dropped_and_th
     assert_two_way(far_call, desk_call)
     [row] = avoided(db, "not-confirmed")
     assert row["leg"] == "twin" and 5000 < row["after_ms"] < 7500
+    assert grew(counted_before, scrape(stack.metrics_kamailio),
+                "kamailio_twinning_voicemail_avoided_calls_total", leg="twin",
+                reason="not-confirmed") == 1
     far_call.hangup()
     desk_call.wait("disconnected")
     assert refusals(far) == refusals(desk) == []

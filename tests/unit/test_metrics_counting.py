@@ -48,5 +48,5 @@ def test_given_a_desk_places_an_outside_call_then_no_answer_is_counted(ksr, hand
 def test_given_a_worker_starts_then_every_series_is_declared_at_zero(ksr, handler):  # noqa: F811
     handler.metrics.declare_series()
     assert all(args[1] == 0 for args in ksr.called("xhttp_prom.counter_inc_l2"))
-    assert len(ksr.called("xhttp_prom.counter_inc_l2")) == 2 * 5 + 2 * 2     # handoffs; avoided legs × reasons
+    assert len(ksr.called("xhttp_prom.counter_inc_l2")) == 2 * 5 + 2 * 3     # handoffs; avoided legs × reasons
     assert len(ksr.called("xhttp_prom.counter_inc_l1")) == 3         # desk, mobile, voicemail
