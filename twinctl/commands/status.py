@@ -29,7 +29,7 @@ def list_cli(ext: str, as_json: bool = output.JsonOption) -> None:
     """List the statuses; the current one is marked."""
     with connect(context.config()) as conn:
         rows = list_statuses(conn, ext)
-    output.table(rows, ("current", "name", "send_to", "ring", "mobile_delay_s"), as_json)
+    output.table(rows, ("current", "name", "send_to", "ring"), as_json)
 
 
 @app.command("edit")
