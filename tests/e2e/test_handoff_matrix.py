@@ -61,9 +61,12 @@ def set_up(db, cfg, origin: str = "did") -> None:
 
 
 def handoffs(db, count: int) -> list[tuple[str, str, str]]:
-    """(from, to, outcome) of the call's handoffs, once `count` of them have an outcome."""
+    """(from, to, outcome) of the call's handoffs, once `count` of them have their final
+    outcome (the mobile's leg is a spiral: its end reaches the call log a hop after the
+    mobile saw it)."""
     rows = db_settled(db, "SELECT from_device, to_device, outcome FROM handoff ORDER BY id",
-                      until=lambda rows: len(rows) == count and all(r["outcome"] for r in rows))
+                      until=lambda rows: len(rows) == count and
+                      all(r["outcome"] not in (None, "pending") for r in rows))
     return [(r["from_device"], r["to_device"], r["outcome"]) for r in rows]
 
 
