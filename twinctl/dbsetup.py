@@ -160,8 +160,13 @@ def as_user(user: str, fn: Callable[[], list[str]]) -> list[str]:
 
 
 def ensure_password_files(cfg: SiteConfig, owners: dict[str, str | None]) -> list[str]:
-    return [f"password file {cfg.password_file(who)}" for who in WHO
-            if ensure_password_file(cfg.password_file(who), owners.get(who))]
+    """Each role's password file, and the web page's form-token key beside its password
+    (the page's user may not create files in the state dir)."""
+    changed = [f"password file {cfg.password_file(who)}" for who in WHO
+               if ensure_password_file(cfg.password_file(who), owners.get(who))]
+    if ensure_password_file(cfg.web_secret_file, owners.get(WEB)):
+        changed.append(f"secret file {cfg.web_secret_file}")
+    return changed
 
 
 def setup(cfg: SiteConfig, superuser: dict, owners: dict[str, str | None] | None = None,

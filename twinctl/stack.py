@@ -160,13 +160,7 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644,
         os.replace(tmp, path)
     os.chmod(path, mode)
     if owner:
-        try:
-            pw = pwd.getpwnam(owner)
-        except KeyError:
-            raise TwinctlError(f"no system user {owner!r} to own {path}") from None
-        st = path.stat()
-        if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
-            os.chown(path, pw.pw_uid, pw.pw_gid)
+        _chown(path, owner)
     return old != text
 
 
@@ -461,25 +455,39 @@ class Kamailio:
 
 # ---- TLS ------------------------------------------------------------------------------------
 
-def ensure_tls_pair(cfg: SiteConfig) -> tuple[Path, Path]:
+def ensure_tls_pair(cfg: SiteConfig, owner: str | None = None) -> tuple[Path, Path]:
     """The certificate and key Kamailio loads: the site config's, which must exist, or a
-    self-signed pair for the proxy address generated once into the state dir."""
+    self-signed pair for the proxy address generated once into the state dir (owned by
+    `owner`, Kamailio's user under systemd, so that it alone reads the key)."""
     cert, key = cfg.tls_pair
     if cfg.tls_certificate:
         for path in (cert, key):
             if not path.is_file():
                 raise TwinctlError(f"[tls] file {path} (from {cfg.path}) does not exist")
         return cert, key
-    if cert.exists() and key.exists():
-        return cert, key
-    cfg.tls_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(cfg.tls_dir, 0o700)
-    _run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-          "-nodes", "-days", "3650", "-subj", f"/CN={cfg.proxy_address}",
-          "-addext", f"subjectAltName=IP:{cfg.proxy_address}",
-          "-keyout", str(key), "-out", str(cert)], "generating the TLS certificate")
-    os.chmod(key, 0o600)
+    if not (cert.exists() and key.exists()):
+        cfg.tls_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(cfg.tls_dir, 0o700)
+        _run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+              "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650",
+              "-subj", f"/CN={cfg.proxy_address}",
+              "-addext", f"subjectAltName=IP:{cfg.proxy_address}",
+              "-keyout", str(key), "-out", str(cert)], "generating the TLS certificate")
+        os.chmod(key, 0o600)
+    if owner:
+        for path in (cfg.tls_dir, cert, key):
+            _chown(path, owner)
     return cert, key
+
+
+def _chown(path: Path, owner: str) -> None:
+    try:
+        pw = pwd.getpwnam(owner)
+    except KeyError:
+        raise TwinctlError(f"no system user {owner!r} to own {path}") from None
+    st = path.stat()
+    if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
+        os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
 # ---- the subscriber's web page (portal/) -------------------------------------------------------
@@ -575,16 +583,18 @@ RELOADS = (("dispatcher.reload",), ("permissions.addressReload",), ("htable.flus
 def render(cfg: SiteConfig, what: str, owner: str | None = None,
            kamailio_cfg: Path = KAMAILIO_CFG) -> list[Path]:
     """Render one daemon's files from the site config (what `stack up` runs them with, and
-    what the systemd units read); return the files that changed."""
+    what the systemd units read); return the files that changed. Kamailio's include the
+    self-signed TLS pair when the site config names none (generated once)."""
     paths = Paths(cfg)
     for d in (paths.root, paths.etc):
         d.mkdir(parents=True, exist_ok=True)
     if what == "kamailio":
         kam = Kamailio(cfg, paths, kamailio_cfg)
-        before = {p: p.read_text() if p.exists() else None
-                  for p in (paths.kamailio_cfg, paths.kamailio_env)}
+        files = (paths.kamailio_cfg, paths.kamailio_env, *cfg.tls_pair)
+        before = {p: p.read_bytes() if p.exists() else None for p in files}
         kam.render(owner)
-        return [p for p, text in before.items() if p.read_text() != text]
+        ensure_tls_pair(cfg, owner)
+        return [p for p, data in before.items() if p.read_bytes() != data]
     if what == "rtpengine":
         return [paths.rtpengine_conf] if Rtpengine(cfg, paths).render(owner) else []
     raise TwinctlError(f"nothing to render for {what!r} (kamailio or rtpengine)")

@@ -130,6 +130,12 @@ class SiteConfig:
         return self.password_file(ADMIN)
 
     @property
+    def web_secret_file(self) -> Path:
+        """The key of the web page's log-in form tokens, made once like the passwords and
+        readable only by the page's user."""
+        return self.state_dir / "portal-secret"
+
+    @property
     def tls_dir(self) -> Path:
         """Where the self-signed pair is generated when the site config names none."""
         return self.state_dir / "tls"

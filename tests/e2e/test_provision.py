@@ -14,8 +14,10 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -26,7 +28,7 @@ from lab import calls
 from twinctl import stack as stack_mod
 from twinning import config as site_config
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = Path("/var/tmp/twinning-provision-root")
@@ -37,9 +39,12 @@ SITE = {"twinning_proxy_address": f"{NET}.1", "twinning_db_host": f"{NET}.1",
         "twinning_db_port": "5439", "twinning_rtpengine_ng": f"{NET}.1:2293",
         "twinning_rtpengine_cli": f"{NET}.1:2296", "twinning_rtpengine_port_min": "56000",
         "twinning_rtpengine_port_max": "57999", "twinning_trunk_default": f"{NET}.2:5060",
-        "twinning_voicemail_uri": f"sip:{NET}.4:5060", "twinning_default_ring_timeout": "8"}
+        "twinning_voicemail_uri": f"sip:{NET}.4:5060", "twinning_default_ring_timeout": "8",
+        "twinning_tls_port": "5061", "twinning_metrics_kamailio": f"{NET}.1:9290",
+        "twinning_metrics_rtpengine": f"{NET}.1:9291", "twinning_web_address": f"{NET}.1",
+        "twinning_web_port": "8290"}
 UNITS = ("postgresql@15-main.service", "twinning-db.service", "rtpengine-daemon.service",
-         "kamailio.service")
+         "kamailio.service", "twinning-web.service")
 RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
@@ -215,6 +220,16 @@ def start(unit: Unit, logdir: Path) -> subprocess.Popen | None:
          *cmd], stdout=log, stderr=log, start_new_session=True)
 
 
+def wait_for(ready, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+    pytest.fail(f"{what} did not answer within {timeout:.0f}s; {log}:\n" + "\n".join(tail))
+
+
 def owner_of(pid: int) -> str:
     return subprocess.run(["ps", "-o", "user=", "-p", str(pid)], capture_output=True,
                           text=True).stdout.strip()
@@ -259,12 +274,27 @@ def test_given_a_fresh_debian_root_when_site_yml_is_applied_then_it_takes_calls(
             proc = start(units[name], logdir)
             if proc:
                 started[name] = proc
-        stack_mod._wait(lambda: stack_mod.sip_options(cfg) is not None, 30, "Kamailio",
-                        logdir / "kamailio.service.log")
+        wait_for(lambda: stack_mod.sip_options(cfg) is not None, 30,
+                 "Kamailio", logdir / "kamailio.service.log")
         assert stack_mod.ng_ping(cfg)
+        wait_for(lambda: stack_mod.web_ping(cfg) is not None, 30, "the web page",
+                 logdir / "twinning-web.service.log")
+        # SIP over TLS serves the pair the kamailio role had twinctl generate; both metrics
+        # endpoints answer on the site config's [metrics] addresses.
+        pem = ssl.get_server_certificate((cfg.proxy_address, cfg.tls_port), timeout=5)
+        generated = (cfg.state_dir / "tls/proxy.crt").read_text()
+        assert ssl.PEM_cert_to_DER_cert(pem) == ssl.PEM_cert_to_DER_cert(generated)
+        assert (cfg.state_dir / "tls/proxy.key").stat().st_mode & 0o077 == 0
+        for endpoint, series in ((cfg.metrics_kamailio, "kamailio_"),
+                                 (cfg.metrics_rtpengine, "rtpengine_")):
+            with urllib.request.urlopen(f"http://{endpoint}/metrics", timeout=5) as reply:
+                assert series in reply.read().decode(errors="replace"), endpoint
         # Each daemon as its own user; no secret on a command line.
         assert owner_of(started["kamailio.service"].pid) == "kamailio"
         assert owner_of(started["rtpengine-daemon.service"].pid) == "rtpengine"
+        assert units["twinning-web.service"].user == "twinning-web"
+        assert in_root("ps", "-o", "user=", "-p", str(started["twinning-web.service"].pid),
+                       capture_output=True, text=True).stdout.strip() == "twinning-web"
         secrets = [p.read_text().strip() for p in cfg.state_dir.glob("db-password*")]
         assert len(secrets) == 3
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
