@@ -33,11 +33,23 @@ GRANT SELECT, INSERT, UPDATE ON call, handoff TO twinning_kamailio;
 GRANT USAGE ON SEQUENCE call_id_seq, handoff_id_seq TO twinning_kamailio;
 -- LISTEN twinning_subscriber_changed needs no grant.
 
----- The web page (issue 12): a subscriber manages its own statuses and twin, reads its calls ----
--- Row by row the web page's service layer keeps a subscriber to its own rows; the database
--- keeps it away from everything else (no HA1 writes, no trunks, no Kamailio tables).
+---- The web page (portal/): what its service layer (twinning.service) and portal/auth.py do ----
+-- A subscriber reads its own rows and changes only what the page offers: its current status,
+-- where a status rings, its twin. Row by row the service layer keeps a subscriber to its own;
+-- the database keeps the page away from everything else: no HA1 or PIN writes, no new or
+-- removed statuses or subscribers, no trunks, no Kamailio tables.
+-- The log-in checks subscriber.ha1; "My Numbers" and "Manage Status" read the rest.
 GRANT SELECT ON subscriber TO twinning_web;
-GRANT UPDATE (current_status_id, display_name) ON subscriber TO twinning_web;
-GRANT SELECT, INSERT, UPDATE, DELETE ON status, twin TO twinning_web;
-GRANT USAGE ON SEQUENCE status_id_seq TO twinning_web;
+-- Make a status current (statuses.make_current); also what SELECT ... FOR UPDATE needs.
+GRANT UPDATE (current_status_id) ON subscriber TO twinning_web;
+-- Edit where a status sends calls (statuses.route_status).
+GRANT SELECT, UPDATE (send_to, ring_desk, ring_mobile) ON status TO twinning_web;
+-- Set or remove the twin (twins.set_twin upserts it, twins.clear_twin deletes it).
+GRANT SELECT, INSERT, DELETE, UPDATE (number, label, updated_at) ON twin TO twinning_web;
+-- Recent Calls (calls.recent_calls).
 GRANT SELECT ON call, handoff TO twinning_web;
+-- Its sessions, log-in failures and lock-outs (0011_portal.sql), all its own.
+GRANT SELECT, INSERT, DELETE, UPDATE (seen_at, expires_at) ON portal_session TO twinning_web;
+GRANT SELECT, INSERT, DELETE ON portal_login_failure TO twinning_web;
+GRANT USAGE ON SEQUENCE portal_login_failure_id_seq TO twinning_web;
+GRANT SELECT, INSERT, DELETE, UPDATE (until) ON portal_lockout TO twinning_web;
