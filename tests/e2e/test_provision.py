@@ -231,8 +231,9 @@ def wait_for(ready, timeout: float, what: str, log: Path) -> None:
 
 
 def owner_of(pid: int) -> str:
-    return subprocess.run(["ps", "-o", "user=", "-p", str(pid)], capture_output=True,
-                          text=True).stdout.strip()
+    """The process's user as the root names it (its uids are not the host's)."""
+    return in_root("ps", "-o", "user=", "-p", str(pid), capture_output=True,
+                   text=True).stdout.strip()
 
 
 # ---- the test ---------------------------------------------------------------------------------
@@ -293,8 +294,7 @@ def test_given_a_fresh_debian_root_when_site_yml_is_applied_then_it_takes_calls(
         assert owner_of(started["kamailio.service"].pid) == "kamailio"
         assert owner_of(started["rtpengine-daemon.service"].pid) == "rtpengine"
         assert units["twinning-web.service"].user == "twinning-web"
-        assert in_root("ps", "-o", "user=", "-p", str(started["twinning-web.service"].pid),
-                       capture_output=True, text=True).stdout.strip() == "twinning-web"
+        assert owner_of(started["twinning-web.service"].pid) == "twinning-web"
         secrets = [p.read_text().strip() for p in cfg.state_dir.glob("db-password*")]
         assert len(secrets) == 3
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
