@@ -355,16 +355,20 @@ def test_given_the_kamailio_drop_in_then_it_runs_what_twinctl_renders_as_kamaili
     assert service["ExecStart"].split()[:3] == ["/usr/sbin/kamailio", "-DD", "-E"]
     assert "-f $CFGFILE" in service["ExecStart"]
     assert service["ExecReload"] == f"{variables['kamailio_twinctl']} stack reload"
+    assert service["ExecStopPost"] == f"-+{variables['kamailio_twinctl']} stack why kamailio"
     assert variables["__kamailio_user"] == "kamailio"       # Debian's unit: User=kamailio
     assert "kamailio-tls-modules" in variables["__kamailio_packages"]
 
 
 def test_given_the_rtpengine_drop_in_then_it_reads_the_file_twinctl_renders(rendered):
     variables, cfg = rendered
-    service = unit(render_template("rtpengine", "override.conf.j2", variables))["Service"]
+    text = render_template("rtpengine", "override.conf.j2", variables)
+    service = unit(text)["Service"]
     argv = shlex.split(service["ExecStart"])
     assert argv[argv.index("--config-file") + 1] == str(Paths(cfg).rtpengine_conf)
-    assert service["ExecStartPre"] == "" and service["ExecStopPost"] == ""   # no iptables
+    assert service["ExecStartPre"] == ""                                    # no iptables set-up
+    assert "\nExecStopPost=\n" in text                                     # nor its tear-down
+    assert service["ExecStopPost"] == f"-+{variables['rtpengine_twinctl']} stack why rtpengine"
 
 
 def test_given_the_web_unit_then_the_page_runs_as_its_own_user_with_the_site_config(rendered):
