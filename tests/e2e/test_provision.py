@@ -3,9 +3,11 @@
 debootstrap makes a minimal root (its tarball cached in /var/cache/twinning-deploy), the
 playbook is applied through Ansible's chroot connection, then again with changed=0; systemd
 checks the units; then each daemon is started inside the root with exactly its unit's ExecStart
-and User (no systemd runs here: the merged unit and drop-ins are parsed), a desk registers and a
+and User (no systemd runs here: the merged unit and drop-ins are parsed): PostgreSQL, the
+database set-up, rtpengine, Kamailio and the web page. Each runs as its own user, SIP over TLS
+serves the generated pair, both metrics endpoints and the page answer, a desk registers and a
 trunk call twin-rings desk and mobile. The root shares the host's network: its daemons use
-127.0.9.x and ports of their own. Slow (about 5 min fresh): marked `provision`.
+127.0.9.x and ports of their own. About 2 min with the tarball cached (ansible/README.md).
 """
 from __future__ import annotations
 
