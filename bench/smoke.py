@@ -47,9 +47,11 @@ def check_native(cfg: SiteConfig, scratch: Path) -> subprocess.CompletedProcess:
         run = cfg.state_dir / "run"
         log = scratch
         kamailio_cfg = scratch / "kamailio-native.cfg"
+        kamailio_env = scratch / "kamailio-native.env"
 
-    rendered = stack_mod.Kamailio(cfg, Paths(), body).render()
-    return subprocess.run([stack_mod.KAMAILIO, "-c", "-f", str(rendered)], capture_output=True,
+    stack_mod.Kamailio(cfg, Paths(), body).render()
+    return subprocess.run([stack_mod.KAMAILIO, "-c", "-f", str(Paths.kamailio_cfg)],
+                          capture_output=True,
                           text=True, timeout=60)
 
 

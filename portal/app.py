@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from twinning.config import SiteConfig, load
+from twinning.config import WEB, SiteConfig, load
 from twinning.numbers import NumberError, normalize_nanp
 from twinning.service import NotFound, ServiceError
 from twinning.service import accounts, calls, statuses, twins
@@ -142,7 +142,7 @@ def _client(request: Request) -> str:
 
 def _secret(cfg: SiteConfig) -> bytes:
     """The key of the log-in form's CSRF tokens: made once per stack, kept in its state dir."""
-    path = cfg.state_dir / "portal-secret"
+    path = cfg.web_secret_file
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -157,7 +157,8 @@ def create_app(cfg: Optional[SiteConfig] = None) -> Starlette:
     secret = _secret(cfg)
 
     def connect() -> psycopg.Connection:
-        return psycopg.connect(cfg.dsn(), row_factory=dict_row)
+        # The page's own database role: only what its service layer needs (0012_roles.sql).
+        return psycopg.connect(cfg.dsn(WEB), row_factory=dict_row)
 
     def run(handler: Callable[[Page], Response], request: Request, form,
             needs_session: bool) -> Response:

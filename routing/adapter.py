@@ -10,7 +10,7 @@ import KSR  # provided by app_python3 inside Kamailio
 
 from rtpctl import Client
 from twinning import licence, numbers
-from twinning.config import SiteConfig, load as load_config
+from twinning.config import KAMAILIO, SiteConfig, load as load_config
 
 from . import decisions as rules
 from .calls import CallStore
@@ -59,7 +59,7 @@ class Handler:
     # ---- lifecycle -------------------------------------------------------------------------
     def child_init(self, rank: int) -> int:
         """Each worker builds its collaborators after the fork (its own DB connection)."""
-        self.wire(SubscriberStore(self.cfg.dsn(), self.cfg.statement_timeout_ms,
+        self.wire(SubscriberStore(self.cfg.dsn(KAMAILIO), self.cfg.statement_timeout_ms,
                                   shared=Htable(SUBSCRIBER_HTABLE)))
         if rank > 0:
             self.metrics.declare_series()

@@ -11,6 +11,9 @@ PACKAGES=(
   kamailio-utils-modules kamailio-tls-modules rtpengine-daemon sip-tester postgresql
   python3-venv python3-dev libpq5 iproute2 procps openssl
   chromium   # the browser the web page's tests drive (Playwright, never its own download)
+  # Provisioning (ansible/): the playbook, its linters, and the fresh Debian root
+  # tests/e2e/test_provision.py applies it to.
+  ansible ansible-lint yamllint debootstrap
 )
 
 if [ "$(id -u)" -ne 0 ]; then

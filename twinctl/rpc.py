@@ -28,6 +28,9 @@ def call(cfg: SiteConfig, method: str, *params, timeout: float = 5.0):
     reply_name = f"twinctl_{os.getpid()}_{next(_counter)}"
     reply_path = fifo.parent / reply_name
     os.mkfifo(reply_path, 0o600)
+    if os.geteuid() == 0:   # Kamailio runs as its own user under systemd: it must open ours
+        st = fifo.parent.stat()
+        os.chown(reply_path, st.st_uid, st.st_gid)
     try:
         request = {"jsonrpc": "2.0", "method": method, "params": list(params),
                    "reply_name": reply_name, "id": 1}

@@ -29,7 +29,7 @@ from psycopg.rows import dict_row
 from rtpctl import Client, RtpctlError
 from twinning.config import REPO_ROOT, SiteConfig
 
-from . import diagnose
+from . import dbsetup, diagnose
 from . import migrate as migrations
 from .diagnose import LogMark, Port
 from .errors import TwinctlError
@@ -60,6 +60,8 @@ class Paths:
         self.log = root / "log"
         self.etc = root / "etc"
         self.kamailio_cfg = root / "etc" / "kamailio.cfg"
+        self.kamailio_env = root / "etc" / "kamailio.env"
+        self.rtpengine_conf = root / "etc" / "rtpengine.conf"
         self.kamailio_pid = root / "run" / "kamailio.pid"
         self.rtpengine_pid = root / "run" / "rtpengine.pid"
         self.portal_pid = root / "run" / "portal.pid"
@@ -143,6 +145,23 @@ def _stop_pid(pidfile: Path, name: str, timeout: float = 10.0) -> bool:
             pass
     pidfile.unlink(missing_ok=True)
     return True
+
+
+def write_if_changed(path: Path, text: str, mode: int = 0o644,
+                     owner: str | None = None) -> bool:
+    """Write a rendered file only when its text differs (so a second render changes nothing
+    and a daemon's handler fires only on a real change); set mode and owner every time."""
+    old = path.read_text() if path.exists() else None
+    if old != text:
+        tmp = path.with_name(path.name + ".new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    os.chmod(path, mode)
+    if owner:
+        _chown(path, owner)
+    return old != text
 
 
 def _spawn(cmd: list[str], pidfile: Path, logfile: Path, env: dict | None = None) -> int:
@@ -266,26 +285,11 @@ class Postgres:
     def ports(self) -> list[Port]:
         return [Port("tcp", self.cfg.db_host, self.cfg.db_port, "PostgreSQL")]
 
-    def ensure_database(self) -> None:
-        """The application role and database, created once by the cluster's superuser (whose
-        password initdb set to the same generated secret). Identifiers via psycopg.sql."""
-        password = self.cfg.db_password_file.read_text().strip()
-        admin = (f"host={self.cfg.db_host} port={self.cfg.db_port} dbname=postgres "
-                 f"user=postgres password={password} connect_timeout=5")
-        try:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                role = sql.Identifier(self.cfg.db_user)
-                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                    (self.cfg.db_user,)).fetchone():
-                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        role, sql.Literal(password)))
-                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                    (self.cfg.db_name,)).fetchone():
-                    conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(self.cfg.db_name), role))
-        except psycopg.Error as exc:
-            raise TwinctlError(f"preparing the database: {str(exc).strip().splitlines()[0]}") \
-                from None
+    def superuser(self) -> dict:
+        """The private cluster's superuser logs in over TCP with the password initdb set (the
+        same generated secret as the admin role's)."""
+        return dict(host=self.cfg.db_host, port=self.cfg.db_port, dbname="postgres",
+                    user="postgres", password=self.cfg.db_password_file.read_text().strip())
 
     def stop(self) -> bool:
         if not self.initialised() or not self.running():
@@ -302,17 +306,29 @@ class Rtpengine:
         self.cfg, self.paths = cfg, paths
         self.log = paths.log / "rtpengine.log"
 
-    def command(self) -> list[str]:
+    def options(self) -> dict[str, str]:
+        """rtpengine's settings from the site config: the one list both the local stack and
+        the systemd unit (Debian's rtpengine-daemon with our config file) run with."""
         c = self.cfg
-        return [RTPENGINE, "--config-file=none", "--foreground", "--table=-1", "--log-stderr",
-                f"--interface={c.proxy_address}",
-                f"--listen-ng={c.rtpengine_ng}", f"--listen-cli={c.rtpengine_cli}",
-                f"--port-min={c.rtp_port_min}", f"--port-max={c.rtp_port_max}",
-                f"--delete-delay={c.rtp_delete_delay}", "--log-level=5",
-                f"--listen-http={c.metrics_rtpengine}",
+        return {"table": "-1", "interface": c.proxy_address,
+                "listen-ng": str(c.rtpengine_ng), "listen-cli": str(c.rtpengine_cli),
+                "port-min": str(c.rtp_port_min), "port-max": str(c.rtp_port_max),
+                "delete-delay": str(c.rtp_delete_delay), "log-level": "5",
+                "listen-http": str(c.metrics_rtpengine),
                 # the DTMF its streams carry (RFC 4733), as JSON: a twin leg's confirmation
-                f"--dtmf-log-dest={c.rtpengine_dtmf}",
-                "--num-threads=2", "--timeout=60", "--silent-timeout=3600"]
+                "dtmf-log-dest": str(c.rtpengine_dtmf),
+                "num-threads": "2", "timeout": "60", "silent-timeout": "3600"}
+
+    def render(self, owner: str | None = None) -> bool:
+        lines = [f"# Rendered by twinctl from {self.cfg.path}; do not edit, edit that file "
+                 "instead.", "[rtpengine]"]
+        lines += [f"{key} = {value}" for key, value in self.options().items()]
+        return write_if_changed(self.paths.rtpengine_conf, "\n".join(lines) + "\n", 0o644,
+                                owner)
+
+    def command(self) -> list[str]:
+        return [RTPENGINE, f"--config-file={self.paths.rtpengine_conf}",
+                "--config-section=rtpengine", "--foreground", "--log-stderr"]
 
     def ports(self) -> list[Port]:
         c = self.cfg
@@ -326,6 +342,7 @@ class Rtpengine:
         if ng_ping(self.cfg):
             raise TwinctlError(f"something else already answers ng on {self.cfg.rtpengine_ng}"
                                + "".join(f"; {t}" for t in diagnose.taken_ports(self.ports())))
+        self.render()
         mark = LogMark(self.log)
         _spawn(self.command(), self.paths.rtpengine_pid, self.log)
         _await_start("rtpengine", self.paths.rtpengine_pid, lambda: ng_ping(self.cfg), 15,
@@ -342,7 +359,10 @@ class Kamailio:
         self.cfg, self.paths, self.template = cfg, paths, template
         self.log = paths.log / "kamailio.log"
 
-    def render(self) -> Path:
+    def render(self, owner: str | None = None) -> bool:
+        """kamailio.cfg (the template with a header of site values; it holds the kamailio
+        role's database password, hence 0600 for its owner) and kamailio.env (what the systemd
+        unit's ExecStart and the routing need). True if either changed."""
         c = self.cfg
         defs = {
             "PROXY_ADDR": c.proxy_address,
@@ -368,15 +388,23 @@ class Kamailio:
             header.append(f'#!substdef "!{key}!{value}!"')
         body = self.template.read_text()
         first, _, rest = body.partition("\n")     # keep #!KAMAILIO as the first line
-        self.paths.kamailio_cfg.write_text(first + "\n" + "\n".join(header) + "\n" + rest)
-        os.chmod(self.paths.kamailio_cfg, 0o600)  # it holds the database password
-        return self.paths.kamailio_cfg
+        changed = write_if_changed(self.paths.kamailio_cfg,
+                                   first + "\n" + "\n".join(header) + "\n" + rest, 0o600, owner)
+        env = {"CFGFILE": str(self.paths.kamailio_cfg), "SHM_MEMORY": str(c.shm_mb),
+               "PKG_MEMORY": str(c.pkg_mb), **self.routing_env()}
+        lines = [f"# Rendered by twinctl from {c.path}; do not edit, edit that file instead."]
+        lines += [f"{key}={value}" for key, value in env.items()]
+        return write_if_changed(self.paths.kamailio_env, "\n".join(lines) + "\n", 0o644) \
+            or changed
+
+    def routing_env(self) -> dict[str, str]:
+        """What the KEMI routing inside Kamailio needs: the site config, the state dir (its
+        database password file), the venv its packages come from."""
+        return {"TWIN_CONFIG": str(self.cfg.path), "TWIN_STATE_DIR": str(self.paths.root),
+                "TWIN_VENV": str(REPO_ROOT / ".venv"), "PYTHONDONTWRITEBYTECODE": "1"}
 
     def env(self) -> dict:
-        venv = REPO_ROOT / ".venv"
-        return dict(os.environ, TWIN_CONFIG=str(self.cfg.path),
-                    TWIN_STATE_DIR=str(self.paths.root), TWIN_VENV=str(venv),
-                    PYTHONDONTWRITEBYTECODE="1")
+        return dict(os.environ, **self.routing_env())
 
     def command(self) -> list[str]:
         return [KAMAILIO, "-DD", "-E", "-f", str(self.paths.kamailio_cfg),
@@ -431,25 +459,39 @@ class Kamailio:
 
 # ---- TLS ------------------------------------------------------------------------------------
 
-def ensure_tls_pair(cfg: SiteConfig) -> tuple[Path, Path]:
+def ensure_tls_pair(cfg: SiteConfig, owner: str | None = None) -> tuple[Path, Path]:
     """The certificate and key Kamailio loads: the site config's, which must exist, or a
-    self-signed pair for the proxy address generated once into the state dir."""
+    self-signed pair for the proxy address generated once into the state dir (owned by
+    `owner`, Kamailio's user under systemd, so that it alone reads the key)."""
     cert, key = cfg.tls_pair
     if cfg.tls_certificate:
         for path in (cert, key):
             if not path.is_file():
                 raise TwinctlError(f"[tls] file {path} (from {cfg.path}) does not exist")
         return cert, key
-    if cert.exists() and key.exists():
-        return cert, key
-    cfg.tls_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(cfg.tls_dir, 0o700)
-    _run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-          "-nodes", "-days", "3650", "-subj", f"/CN={cfg.proxy_address}",
-          "-addext", f"subjectAltName=IP:{cfg.proxy_address}",
-          "-keyout", str(key), "-out", str(cert)], "generating the TLS certificate")
-    os.chmod(key, 0o600)
+    if not (cert.exists() and key.exists()):
+        cfg.tls_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(cfg.tls_dir, 0o700)
+        _run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+              "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650",
+              "-subj", f"/CN={cfg.proxy_address}",
+              "-addext", f"subjectAltName=IP:{cfg.proxy_address}",
+              "-keyout", str(key), "-out", str(cert)], "generating the TLS certificate")
+        os.chmod(key, 0o600)
+    if owner:
+        for path in (cfg.tls_dir, cert, key):
+            _chown(path, owner)
     return cert, key
+
+
+def _chown(path: Path, owner: str) -> None:
+    try:
+        pw = pwd.getpwnam(owner)
+    except KeyError:
+        raise TwinctlError(f"no system user {owner!r} to own {path}") from None
+    st = path.stat()
+    if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
+        os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
 # ---- the subscriber's web page (portal/) -------------------------------------------------------
@@ -519,9 +561,9 @@ def up(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[He
     if not pg.running():
         log(f"starting PostgreSQL on {cfg.db_host}:{cfg.db_port}")
         pg.start()
-    pg.ensure_database()
-    for name in migrate_database(cfg):
-        log(f"applied migration {name}")
+    for change in dbsetup.setup(cfg, pg.superuser()):
+        if change.startswith("migration "):
+            log(f"applied {change}")
     rtp = Rtpengine(cfg, paths)
     if not _pid_alive(paths.rtpengine_pid):
         log(f"starting rtpengine (ng {cfg.rtpengine_ng})")
@@ -536,6 +578,30 @@ def up(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[He
         log(f"starting the web page on {cfg.web.url}")
         portal.start()
     return health(cfg)
+
+
+# What Kamailio reads from the database and can reread over RPC, without a restart.
+RELOADS = (("dispatcher.reload",), ("permissions.addressReload",), ("htable.flush", "subs"))
+
+
+def render(cfg: SiteConfig, what: str, owner: str | None = None,
+           kamailio_cfg: Path = KAMAILIO_CFG) -> list[Path]:
+    """Render one daemon's files from the site config (what `stack up` runs them with, and
+    what the systemd units read); return the files that changed. Kamailio's include the
+    self-signed TLS pair when the site config names none (generated once)."""
+    paths = Paths(cfg)
+    for d in (paths.root, paths.etc):
+        d.mkdir(parents=True, exist_ok=True)
+    if what == "kamailio":
+        kam = Kamailio(cfg, paths, kamailio_cfg)
+        files = (paths.kamailio_cfg, paths.kamailio_env, *cfg.tls_pair)
+        before = {p: p.read_bytes() if p.exists() else None for p in files}
+        kam.render(owner)
+        ensure_tls_pair(cfg, owner)
+        return [p for p, data in before.items() if p.read_bytes() != data]
+    if what == "rtpengine":
+        return [paths.rtpengine_conf] if Rtpengine(cfg, paths).render(owner) else []
+    raise TwinctlError(f"nothing to render for {what!r} (kamailio or rtpengine)")
 
 
 def down(cfg: SiteConfig, log=print) -> None:

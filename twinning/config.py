@@ -10,6 +10,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "etc" / "twinning.toml"
 
 
+# Who logs in to PostgreSQL: the administration (twinctl, migrations: the site's [database]
+# user, owner of every table), Kamailio (its modules and the KEMI routing) and the web page.
+ADMIN, KAMAILIO, WEB = "admin", "kamailio", "web"
+DB_ROLES = {KAMAILIO: "twinning_kamailio", WEB: "twinning_web"}
+
+
 class ConfigError(Exception):
     """The site configuration file is missing or wrong."""
 
@@ -122,7 +128,13 @@ class SiteConfig:
 
     @property
     def db_password_file(self) -> Path:
-        return self.state_dir / "db-password"
+        return self.password_file(ADMIN)
+
+    @property
+    def web_secret_file(self) -> Path:
+        """The key of the web page's log-in form tokens, made once like the passwords and
+        readable only by the page's user."""
+        return self.state_dir / "portal-secret"
 
     @property
     def tls_dir(self) -> Path:
@@ -136,24 +148,47 @@ class SiteConfig:
             return self.tls_certificate, self.tls_private_key
         return self.tls_dir / "proxy.crt", self.tls_dir / "proxy.key"
 
-    def dsn(self) -> str:
-        """libpq connection string; the password comes from the state dir when it exists."""
+    def db_role(self, who: str = "admin") -> str:
+        """The PostgreSQL role of `who` (DB_ROLES): the admin role is the site's [database]
+        user, the others have fixed names (the grants in sql/migrations/0012_roles.sql)."""
+        if who == ADMIN:
+            return self.db_user
+        try:
+            return DB_ROLES[who]
+        except KeyError:
+            raise ConfigError(f"no database role for {who!r}") from None
+
+    def password_file(self, who: str = "admin") -> Path:
+        """Each role's generated password, one file each in the state dir, readable only by
+        the user of the daemon that logs in with it."""
+        self.db_role(who)
+        return self.state_dir / ("db-password" if who == ADMIN else f"db-password-{who}")
+
+    def dsn(self, who: str = "admin") -> str:
+        """libpq connection string of `who`; the password comes from its file when it exists
+        (and is readable: a daemon's user reads only its own)."""
         parts = {
             "host": self.db_host,
             "port": str(self.db_port),
             "dbname": self.db_name,
-            "user": self.db_user,
+            "user": self.db_role(who),
             "connect_timeout": "3",
         }
         try:
-            parts["password"] = self.db_password_file.read_text().strip()
+            parts["password"] = self.password_file(who).read_text().strip()
         except OSError:
             pass
         return " ".join(f"{k}='{v}'" for k, v in parts.items())
 
     def kamailio_db_url(self) -> str:
-        password = self.db_password_file.read_text().strip()
-        return (f"postgres://{self.db_user}:{password}@{self.db_host}:{self.db_port}/"
+        """Kamailio's own modules log in as the kamailio role, never as the admin."""
+        try:
+            password = self.password_file(KAMAILIO).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read Kamailio's database password "
+                              f"{self.password_file(KAMAILIO)}: {exc.strerror} "
+                              f"(`twinctl db setup` or `twinctl db passwords` makes it)") from None
+        return (f"postgres://{self.db_role(KAMAILIO)}:{password}@{self.db_host}:{self.db_port}/"
                 f"{self.db_name}")
 
 

@@ -67,8 +67,9 @@ def test_given_a_site_certificate_then_kamailio_is_rendered_with_it_and_the_list
     cfg = load(path)
     paths = Paths(cfg)
     paths.make()
-    cfg.db_password_file.write_text("pw\n")
-    rendered = Kamailio(cfg, paths).render().read_text()
+    cfg.password_file("kamailio").write_text("pw\n")
+    Kamailio(cfg, paths).render()
+    rendered = paths.kamailio_cfg.read_text()
     assert f'#!substdef "!TLS_CERT!{tmp_path / "p.crt"}!"' in rendered
     assert f'#!substdef "!TLS_KEY!{tmp_path / "p.key"}!"' in rendered
     assert '#!substdef "!TLS_PORT!5071!"' in rendered

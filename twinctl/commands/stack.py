@@ -55,3 +55,28 @@ def why_cli(daemon: str = typer.Argument(..., help="postgresql, rtpengine or kam
     line = stack.why(context.config(), daemon, log)
     if line:
         output.info(line)
+
+
+@app.command("render")
+def render_cli(
+        daemon: str = typer.Argument(..., metavar="kamailio|rtpengine",
+                                     help="Whose files to render from the site config."),
+        owner: str = typer.Option(None, "--owner",
+                                  help="System user that owns them (the daemon's own)."),
+        as_json: bool = output.JsonOption) -> None:
+    """Render a daemon's config (what `stack up` and its systemd unit run it with) into the
+    state dir; print the files that changed (none when already up to date)."""
+    changed = stack.render(context.config(), daemon, owner)
+    output.table([{"file": str(p), "changed": True} for p in changed], ("file", "changed"),
+                 as_json)
+
+
+@app.command("reload")
+def reload_cli() -> None:
+    """Make the running Kamailio reread its data over RPC (dispatcher, permissions, the
+    subscriber cache), without a restart."""
+    from .. import rpc
+    cfg = context.config()
+    for method, *params in stack.RELOADS:
+        rpc.call(cfg, method, *params)
+        output.info(f"reloaded: {' '.join([method, *params])}")
