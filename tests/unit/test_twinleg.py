@@ -32,7 +32,8 @@ def test_given_the_mobile_answers_at_once_then_the_proxy_ends_that_leg_and_drops
     sent = [args[0] for args in ksr.called("tm.t_uac_send")]
     assert sent == ["ACK", "BYE"]
     [(uri, reply)] = ksr.called("corex.send_data")
-    assert uri == "sip:127.0.1.1:5060" and reply.startswith("SIP/2.0 480 Answered Too Soon")
+    assert uri == f"sip:{handler.cfg.proxy_address}:5060"
+    assert reply.startswith("SIP/2.0 480 Answered Too Soon")
     assert ("twinning_voicemail_avoided_calls_total", 1, "twin", "answered-too-soon") in \
         ksr.called("xhttp_prom.counter_inc_l2")
 
@@ -53,7 +54,7 @@ def test_given_the_desk_rings_first_then_the_leg_waits_in_milliseconds_on_a_core
     plan = json.dumps(dict(PLAN, delay_s=4))
     ksr.returns.update({"htable.sht_get": lambda table, key: plan, "is_INVITE": True,
                         "siputils.has_totag": -1})
-    ksr.pv.update({"$rU": "tw-abc", "$si": "127.0.1.1", "$sp": "5060"})
+    ksr.pv.update({"$rU": "tw-abc", "$si": handler.cfg.proxy_address, "$sp": "5060"})
     handler.legs.request()
     assert ksr.called("async.ms_route") == [("ksr_twinleg_go", 4000)]
     assert ksr.called("tm.t_reply") == [(100, "Trying")]

@@ -80,9 +80,10 @@ def route_status(conn: psycopg.Connection, row: dict, send_to: str, desk: bool,
     delay = row["mobile_delay_s"] if mobile_delay_s is None else mobile_delay_s
     if not 0 <= delay <= MOBILE_DELAY_MAX_S:
         raise ServiceError(f"--mobile-delay-s must be 0..{MOBILE_DELAY_MAX_S} s, got {delay}")
-    conn.execute("UPDATE status SET send_to = %s, ring_desk = %s, ring_mobile = %s,"
-                 " mobile_delay_s = %s WHERE id = %s",
-                 (send_to, desk, mobile, delay, row["id"]))
+    conn.execute("UPDATE status SET send_to = %s, ring_desk = %s, ring_mobile = %s WHERE id = %s",
+                 (send_to, desk, mobile, row["id"]))
+    if mobile_delay_s is not None:      # the delay is the operator's (the web role may not)
+        conn.execute("UPDATE status SET mobile_delay_s = %s WHERE id = %s", (delay, row["id"]))
     return {"name": row["name"], "send_to": send_to, "ring": _members(desk, mobile),
             "mobile_delay_s": delay}
 
