@@ -102,3 +102,19 @@ def test_given_the_stack_then_each_role_has_its_own_password_file_readable_by_it
     texts = {f.read_text() for f in files}
     assert len(texts) == 3
     assert all(f.stat().st_mode & 0o777 == 0o600 for f in files + [stack.web_secret_file])
+
+
+def test_given_kamailios_role_then_it_can_log_a_twin_leg_it_kept_from_the_caller(
+        stack, db, subscriber):
+    """routing/store.py's "avoided" write, as the proxy runs it (issue 11's rows)."""
+    from routing.store import STATEMENTS
+    sub_id = db.execute("SELECT id FROM subscriber WHERE extension = %s",
+                        (subscriber,)).fetchone()["id"]
+    with connect(stack, KAMAILIO) as conn:
+        conn.execute(STATEMENTS["avoided"], ("roles-1", sub_id, "twin", "answered-too-soon",
+                                             150, sub_id))
+        conn.commit()
+        assert refused(conn, "SELECT * FROM twin_leg_avoided")      # it writes, never reads
+    assert db.execute("SELECT leg, reason, after_ms FROM twin_leg_avoided").fetchall() == [
+        {"leg": "twin", "reason": "answered-too-soon", "after_ms": 150}]
+    db.execute("DELETE FROM twin_leg_avoided")
