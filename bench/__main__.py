@@ -24,7 +24,7 @@ LOGS = Path("/tmp/twinning-bench-logs")
 
 
 def run(quick: bool = False, keep_up: bool = False, step_seconds: float | None = None,
-        only: set[str] | None = None) -> dict:
+        only: set[str] | None = None, repeats: int | None = None) -> dict:
     started = time.monotonic()
     cfg = tb.load_config()
     only = only or {"python", "native", "direct"}
@@ -33,19 +33,26 @@ def run(quick: bool = False, keep_up: bool = False, step_seconds: float | None =
         print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
 
     LOGS.mkdir(parents=True, exist_ok=True)
-    r = figures.Run(cfg, LOGS, step_seconds=step_seconds or (5.0 if quick else 8.0), log=log)
+    # The full method: 30 s steps after a 5 s warm-up, each rate three times, the p99
+    # post-dial delay bounded; --quick: one short run per rate, for a rough look.
+    repeats = repeats or (1 if quick else 3)
+    warmup_s = 0.0 if quick else 5.0
+    p99_ms = None if quick else figures.P99_LIMIT_MS
+    r = figures.Run(cfg, LOGS, step_seconds=step_seconds or (5.0 if quick else 30.0), log=log)
     out: dict = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "machine": report.machine(), "config": {
                      "site": str(tb.SITE.relative_to(tb.BENCH.parent)),
                      "kamailio_children": cfg.children, "subscribers": tb.SUBSCRIBERS,
                      "step_seconds": r.step_seconds, "hold_ms": r.hold_ms,
-                     "ring_ms": r.ring_ms, "quick": quick}}
+                     "ring_ms": r.ring_ms, "quick": quick, "repeats": repeats,
+                     "warmup_s": warmup_s, "p99_limit_ms": p99_ms}}
     out["routing_tree"] = report.tree_state()
     log("bench stack up (127.0.3.x)")
     tb.up(cfg, "python", log=log)
     use_statements = dbstats.enable(cfg, log=log)
     tb.seed(cfg, log=log)
     out["fig1"], out["fig2"], out["fig4"], out["fig5"] = {}, [], {}, {}
+    out["fig7"], out["fig8"] = {}, {}
     out["fig3"] = figures.handoff_figures()
     try:
         for routing in ("python", "native"):
@@ -54,7 +61,8 @@ def run(quick: bool = False, keep_up: bool = False, step_seconds: float | None =
             log(f"== {routing} routing")
             r.routing_up(routing)
             out["fig1"][routing] = figures.max_rate(r, routing, start=60 if quick else 50,
-                                                    cap=2000)
+                                                    cap=2000, repeats=repeats,
+                                                    warmup_s=warmup_s, p99_ms=p99_ms)
             log(f"   figure 1: {routing} sustains {out['fig1'][routing]['max_cps']:g} cps")
             basis = out["fig1"].get("python", out["fig1"][routing])["max_cps"]
             for label, share in (("25%", 0.25), ("75%", 0.75)):
@@ -67,9 +75,23 @@ def run(quick: bool = False, keep_up: bool = False, step_seconds: float | None =
                 f"{out['fig4'][routing]['rtpengine_rss_per_call_kb']} kB rtpengine RSS per call")
             out["fig5"][routing] = figures.db_round_trips(r, routing, use_statements,
                                                           n=50 if quick else 100)
+        maxes = {k: out["fig1"][k]["max_cps"] for k in ("python", "native")
+                 if k in out["fig1"] and out["fig1"][k]["max_cps"]}
+        if len(maxes) == 2:
+            rate = round(0.75 * min(maxes.values()))
+            log(f"== figure 1b: CPU per call, python and native at {rate} cps")
+            out["fig1b"] = figures.efficiency(r, rate, repeats)
+        for routing, best in maxes.items():
+            log(f"== figure 7: {routing} goodput up to 4x {best:g} cps")
+            r.routing_up(routing)
+            out["fig7"][routing] = figures.goodput(r, routing, best, repeats=repeats)
+            log(f"== figure 8: {routing} cold start under {round(best / 2)} cps")
+            out["fig8"][routing] = figures.cold_start(r, routing, round(best / 2),
+                                                      duration=25 if quick else 40)
         if "direct" in only:
             log("== SIPp caller -> answering agent, no proxy")
-            out["fig1"]["direct"] = figures.max_rate(r, "direct", start=400, cap=6400)
+            out["fig1"]["direct"] = figures.max_rate(r, "direct", start=400, cap=6400,
+                                                     warmup_s=warmup_s)
     finally:
         out["fig6"] = r.checks
         out["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -95,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="shorter steps and fewer calls (a few minutes; rougher numbers)")
     p_run.add_argument("--keep-up", action="store_true", help="leave the bench stack running")
     p_run.add_argument("--step-seconds", type=float, help="length of one load step")
+    p_run.add_argument("--repeats", type=int, help="runs per rate (default 3; --quick 1)")
     p_run.add_argument("--only", choices=("python", "native", "direct"), action="append",
                        help="measure only these targets (repeatable)")
     p_report = sub.add_parser("report", help="rewrite RESULTS.md and the plot from a JSON file")
@@ -111,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     p_native.add_argument("--scratch", required=True, help="folder to render the cfg into")
     args = parser.parse_args(argv)
     if args.command == "run":
-        run(args.quick, args.keep_up, args.step_seconds, set(args.only) if args.only else None)
+        if args.repeats is not None and args.repeats < 1:
+            parser.error("--repeats must be 1 or more")
+        run(args.quick, args.keep_up, args.step_seconds, set(args.only) if args.only else None,
+            args.repeats)
     elif args.command == "report":
         report.write(json.loads(Path(args.json).read_text()), json_path=Path(args.json))
     elif args.command == "down":

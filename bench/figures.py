@@ -1,6 +1,11 @@
 """The benchmark's figures, each a function of a Run (the stack, where logs go, what was found).
 
-1  max sustainable calls per second (< 0.1 % failed): python / native / direct (no proxy)
+1  max sustainable calls per second: python / native / direct (no proxy); in the full method
+   each rate is run three times after a warm-up, and it is sustained when all three had
+   < 0.1 % calls not served and a p99 post-dial delay under 200 ms (the spread is kept)
+1b CPU per call per component, python and native at the same rate (the efficiency ratio)
+7  goodput against offered load (1x, 2x, 4x max) with the overload control's ceiling at max
+8  cold start: Kamailio restarted under 50 % of max, the time until failures stop
 2  delay the proxy adds, INVITE in -> INVITE out per branch, at 25 % and 75 % of 1 (python)
 3  handoff: pending (see HANDOFF_PENDING)
 4  memory per concurrent twinned call: Kamailio shm, rtpengine RSS, at 0 and N calls
@@ -59,7 +64,7 @@ class Run:
         self.shm_baseline[routing] = tb.shm_used(self.cfg)
 
     def step(self, routing: str, rate: float, name: str, duration: float | None = None,
-             **kw) -> load.StepResult:
+             settle_s: float | None = None, **kw) -> load.StepResult:
         target = "direct" if routing == "direct" else "twin"
         kw.setdefault("hold_ms", self.hold_ms)
         kw.setdefault("ring_ms", self.ring_ms)
@@ -73,19 +78,20 @@ class Run:
                     + (f"; also running: {', '.join(others)}" if others else "")).strip()
         res.cpu = cpu.delta(before, cpu.snapshot(self.cfg), res.created)
         if routing != "direct":
-            self.check_after(routing, name, res)
+            self.check_after(routing, name, res, settle_s)
         self.log(f"  {name}: {rate:g} cps asked, {res.achieved_cps:g} placed, "
                  f"{res.successful}/{res.created} ok, {res.failed} failed, "
                  f"180 p50/p99 {res.ring_ms.get('p50')}/{res.ring_ms.get('p99')} ms"
                  f"{'' if res.sustained() else '  (not sustained)'}")
         return res
 
-    def check_after(self, routing: str, name: str, res: load.StepResult) -> None:
+    def check_after(self, routing: str, name: str, res: load.StepResult,
+                    settle_s: float | None = None) -> None:
         """Figure 6: what the run left. A sustained run must leave nothing; an overloaded one
         (calls the caller gave up on) is recorded, then cleared for the next run."""
         # A sustained run gets 12 s to empty (tm and dialog keep an ended call ~5 s); an
         # overloaded one 6 s: what it left then is recorded and cleared.
-        left = tb.wait_clean(self.cfg, 12 if res.sustained() else 6)
+        left = tb.wait_clean(self.cfg, settle_s or (12 if res.sustained() else 6))
         growth = left.shm_bytes - self.shm_baseline.get(routing, left.shm_bytes)
         entry = {"run": name, "routing": routing, "rate": res.rate,
                  "sustained": res.sustained(), "rtpengine_sessions": left.sessions,
@@ -102,17 +108,58 @@ class Run:
 
 # ---- figure 1 -------------------------------------------------------------------------------
 
+P99_LIMIT_MS = 200.0            # the full method's bound on the post-dial delay (INVITE -> 180)
+
+
+def spread(values: list[float]) -> dict:
+    """min / median / max of the three runs (and the values): what a figure is worth."""
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return {}
+    return {"min": vals[0], "median": vals[len(vals) // 2], "max": vals[-1],
+            "values": [round(v, 3) for v in values if v is not None]}
+
+
+def cpu_ms_per_call(res: load.StepResult) -> dict:
+    return {k: v["ms_per_call"] for k, v in (res.cpu or {}).items()
+            if isinstance(v, dict) and v.get("ms_per_call") is not None}
+
+
+def runs_summary(runs: list[load.StepResult]) -> dict:
+    cpu = [cpu_ms_per_call(r) for r in runs]
+    components = sorted({k for c in cpu for k in c})
+    return {"runs": len(runs),
+            "failure_ratio": spread([r.failure_ratio for r in runs]),
+            "achieved_cps": spread([r.achieved_cps for r in runs]),
+            "ring_p99_ms": spread([r.ring_ms.get("p99") for r in runs]),
+            "ring_p50_ms": spread([r.ring_ms.get("p50") for r in runs]),
+            "cpu_ms_per_call": {k: spread([c.get(k) for c in cpu]) for k in components}}
+
+
 def max_rate(run: Run, routing: str, start: float, cap: float,
-             resolution: float = 0.10) -> dict:
+             resolution: float = 0.10, repeats: int = 1, warmup_s: float = 0.0,
+             p99_ms: float | None = None) -> dict:
     """Double the rate while it is sustained, then bisect between the last sustained and the
-    first failed rate until they are within `resolution` of each other."""
+    first failed rate until they are within `resolution` of each other. A rate is tried
+    `repeats` times after a `warmup_s` step at the same rate (not counted), and is sustained
+    only if every one of those runs is (p99_ms: also the post-dial delay bound)."""
     steps: list[load.StepResult] = []
+    trials: dict[float, list[load.StepResult]] = {}
 
     def trial(rate: float) -> bool:
         rate = float(round(rate))
-        res = run.step(routing, rate, f"max-{routing}-{int(rate)}")
-        steps.append(res)
-        return res.sustained()
+        if warmup_s:
+            run.step(routing, rate, f"max-{routing}-{int(rate)}-warmup", duration=warmup_s)
+        runs = []
+        for i in range(repeats):
+            res = run.step(routing, rate, f"max-{routing}-{int(rate)}" +
+                           (f"-{i + 1}" if repeats > 1 else ""))
+            runs.append(res)
+            if not res.sustained(max_p99_ms=p99_ms):
+                break                   # one failed run decides: no need for the others
+        steps.extend(runs)
+        trials[rate] = runs
+        return len(runs) == repeats and all(r.sustained(max_p99_ms=p99_ms) for r in runs)
 
     lo, hi = 0.0, None
     rate = start
@@ -136,11 +183,112 @@ def max_rate(run: Run, routing: str, start: float, cap: float,
             lo = mid
         else:
             hi = mid
-    best = max((s for s in steps if s.sustained() and s.rate == lo), key=lambda s: s.rate,
-               default=None)
+    at_max = trials.get(float(lo), [])
+    best = at_max[-1] if at_max else None
     return {"routing": routing, "max_cps": lo, "first_failed_cps": hi, "capped": hi is None,
+            "method": {"repeats": repeats, "warmup_s": warmup_s, "p99_ms": p99_ms,
+                       "step_s": run.step_seconds},
             "at_max": best.as_dict() | {"cpu": best.cpu} if best else None,
+            "spread_at_max": runs_summary(at_max) if at_max else None,
             "steps": [s.as_dict() | {"cpu": s.cpu} for s in steps]}
+
+
+def efficiency(run: Run, rate: float, repeats: int) -> dict:
+    """CPU milliseconds per call per component, python and native at the same rate: the
+    ratio is python's over native's (Kamailio's share is where the routing language is)."""
+    out: dict = {"rate": rate}
+    for routing in ("python", "native"):
+        run.routing_up(routing)
+        runs = [run.step(routing, rate, f"cpu-{routing}-{int(rate)}-{i + 1}")
+                for i in range(repeats)]
+        out[routing] = runs_summary(runs)
+    py = out["python"]["cpu_ms_per_call"].get("kamailio", {}).get("median")
+    nat = out["native"]["cpu_ms_per_call"].get("kamailio", {}).get("median")
+    out["kamailio_ratio"] = round(py / nat, 3) if py and nat else None
+    return out
+
+
+# ---- figure 7 -------------------------------------------------------------------------------
+
+def goodput(run: Run, routing: str, max_cps: float, multiples=(1, 2, 4), repeats: int = 3,
+            settle_s: float = 60.0) -> dict:
+    """Offer 1x, 2x, 4x the sustainable rate with the overload control's ceiling at it:
+    completed calls per second, the refused (503 + Retry-After), the failed, and what is left
+    `settle_s` after the load stops (without restarting anything)."""
+    ceiling = tb.with_ceiling(run.cfg, max_cps)
+    tb.restart_kamailio(ceiling, routing, run.log)
+    points = []
+    try:
+        for m in multiples:
+            runs = [run.step(routing, m * max_cps, f"goodput-{routing}-{m}x-{i + 1}",
+                             settle_s=settle_s) for i in range(repeats)]
+            points.append({"multiple": m, "offered_cps": m * max_cps,
+                           "goodput_cps": spread([r.goodput_cps for r in runs]),
+                           "goodput_share_of_max": spread([round(r.goodput_cps / max_cps, 3)
+                                                           for r in runs]),
+                           "refused": spread([r.refused for r in runs]),
+                           "failed": spread([r.failed for r in runs]),
+                           "left_after": [r.leftovers for r in runs]})
+    finally:
+        tb.restart_kamailio(run.cfg, routing, run.log)
+    return {"routing": routing, "max_cps": max_cps, "points": points}
+
+
+# ---- figure 8 -------------------------------------------------------------------------------
+
+def cold_start(run: Run, routing: str, rate: float, duration: float = 40.0,
+               restart_at: float = 10.0) -> dict:
+    """Kamailio restarted while `rate` is offered: seconds from the restart to the last
+    second with a failed call, and the database's transactions per second right after the
+    restart against before it (a stampede of look-ups would show there)."""
+    import threading
+    cfg = run.cfg
+    logdir = run.logroot / f"coldstart-{routing}"
+    box: dict = {}
+    worker = threading.Thread(target=lambda: box.setdefault("res", load.run_step(
+        cfg, "twin", rate, duration, logdir, hold_ms=run.hold_ms, ring_ms=run.ring_ms)))
+    worker.start()
+    time.sleep(restart_at - 5)
+    x_before0 = dbstats.xact_commits(cfg)
+    time.sleep(5)
+    x_before1 = dbstats.xact_commits(cfg)
+    restarted = time.time()
+    tb.restart_kamailio(cfg, routing, run.log)
+    up_at = time.time()
+    time.sleep(5)
+    x_after = dbstats.xact_commits(cfg)
+    worker.join()
+    res = box["res"]
+    failed_at = failure_times(logdir / "caller_stats.csv")
+    late = [t for t in failed_at if t >= restarted]
+    recovery_s = round(max(late) - restarted, 1) if late else 0.0
+    res.target = routing
+    run.check_after(routing, f"coldstart-{routing}", res, 60)
+    return {"routing": routing, "rate": rate, "restart_s": round(up_at - restarted, 2),
+            "failures_stop_after_s": recovery_s, "failed": res.failed,
+            "db_xact_per_s_before": round((x_before1 - x_before0) / 5, 1),
+            "db_xact_per_s_first_5s_after": round((x_after - x_before1) / 5, 1),
+            "step": res.as_dict()}
+
+
+def failure_times(stats_csv: Path) -> list[float]:
+    """Epoch seconds of the periodic rows (-fd 1) of SIPp's stats file that counted failed
+    calls."""
+    if not stats_csv.exists():
+        return []
+    lines = [ln for ln in stats_csv.read_text(errors="replace").splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return []
+    head = lines[0].rstrip(";").split(";")
+    out = []
+    for line in lines[1:]:
+        row = dict(zip(head, line.rstrip(";").split(";")))
+        try:
+            if int(row.get("FailedCall(P)", "0") or 0) > 0:
+                out.append(float(row["CurrentTime"].split()[-1]))
+        except (ValueError, KeyError, IndexError):
+            continue
+    return out
 
 
 # ---- figure 2 -------------------------------------------------------------------------------

@@ -60,8 +60,9 @@ class StepResult:
     duration_s: float
     calls: int              # the caller's -m
     created: int = 0
-    successful: int = 0
+    successful: int = 0     # SIPp's: includes the refused (their scenario ends normally)
     failed: int = 0
+    refused: int = 0        # 503 from the proxy's overload control
     retransmissions: int = 0
     achieved_cps: float = 0.0
     ring_ms: dict = field(default_factory=dict)     # p50 / p99 / max of INVITE -> 180
@@ -72,17 +73,32 @@ class StepResult:
 
     @property
     def failure_ratio(self) -> float:
-        return self.failed / self.created if self.created else 1.0
+        """Calls not served: failed, or refused by the overload control."""
+        return (self.failed + self.refused) / self.created if self.created else 1.0
 
-    def sustained(self, max_failure_ratio: float = 0.001) -> bool:
-        """< 0.1 % failed, every call placed and the asked rate actually generated."""
+    @property
+    def completed(self) -> int:
+        return max(0, self.successful - self.refused)
+
+    @property
+    def goodput_cps(self) -> float:
+        return round(self.completed / self.duration_s, 1) if self.duration_s else 0.0
+
+    def sustained(self, max_failure_ratio: float = 0.001,
+                  max_p99_ms: float | None = None) -> bool:
+        """< 0.1 % not served, every call placed, the asked rate actually generated, and
+        (when given) the p99 post-dial delay (INVITE -> 180) under max_p99_ms."""
+        p99 = self.ring_ms.get("p99")
         return (self.created >= self.calls and self.successful + self.failed >= self.created
                 and self.failure_ratio < max_failure_ratio
-                and self.achieved_cps >= 0.95 * self.rate)
+                and self.achieved_cps >= 0.95 * self.rate
+                and (max_p99_ms is None or (p99 is not None and p99 < max_p99_ms)))
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["failure_ratio"] = round(self.failure_ratio, 5)
+        d["completed"] = self.completed
+        d["goodput_cps"] = self.goodput_cps
         d["sustained"] = self.sustained()
         return d
 
@@ -177,6 +193,7 @@ def agents_for(cfg, target: str, rate: float, calls: int, logdir: Path, hold_ms:
                         keys={"rtp_ip": roles.trunk_ip, "rtp_port": "6004"},
                         extra=["-d", str(hold_ms), "-l", str(limit), "-inf", str(inf),
                                "-trace_stat", "-stf", str(logdir / "caller_stats.csv"),
+                               "-trace_logs", "-log_file", str(logdir / "caller_refused.log"),
                                "-fd", "1", "-trace_rtt", "-rtt_freq", "1"] + common)
     agents = answering + [caller]
     for agent in agents:
@@ -218,6 +235,10 @@ def run_step(cfg, target: str, rate: float, duration: float, logdir: Path, *,
     result.successful = _int(stats, "SuccessfulCall(C)")
     result.failed = _int(stats, "FailedCall(C)")
     result.retransmissions = _int(stats, "Retransmissions(C)")
+    refused_log = logdir / "caller_refused.log"
+    if refused_log.exists():
+        result.refused = sum(1 for line in refused_log.read_text(errors="replace").splitlines()
+                             if "refused" in line)
     rtt = read_rtt(logdir)
     result.achieved_cps = achieved_rate(rtt.get("ring@", []), result.created, duration)
     result.ring_ms = percentiles(rtt.get("ring", []))

@@ -55,6 +55,23 @@ def load_config() -> SiteConfig:
     return site_config.load(SITE)
 
 
+def with_ceiling(cfg: SiteConfig, max_cps: int) -> SiteConfig:
+    """The bench config with the overload control's ceiling at max_cps: a copy of the site
+    file with [overload] max_cps replaced, in the state dir (Kamailio's routing reads its
+    config from the file, so the file is what changes)."""
+    import re
+    text = SITE.read_text()
+    section = f"[overload]\nmax_cps = {int(max_cps)}\n"
+    if re.search(r"^max_cps\s*=", text, re.M):
+        text = re.sub(r"^max_cps\s*=.*$", f"max_cps = {int(max_cps)}", text, flags=re.M)
+    else:
+        text += "\n" + section
+    out = cfg.state_dir / "etc" / f"site-bench-{int(max_cps)}cps.toml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return site_config.load(out)
+
+
 # ---- the stack -----------------------------------------------------------------------------
 
 ROUTINGS = ("python", "native")
@@ -66,7 +83,11 @@ def native_body(cfg: SiteConfig) -> Path:
     first, _, rest = body.partition("\n")
     vm = cfg.voicemail_uri.split(":", 1)[1] if ":" in cfg.voicemail_uri else cfg.voicemail_uri
     defs = [f'#!substdef "!MAX_TWIN_LEGS!{cfg.max_twin_legs}!"',
-            f'#!substdef "!VOICEMAIL_HOSTPORT!{vm.split("@")[-1]}!"']
+            f'#!substdef "!VOICEMAIL_HOSTPORT!{vm.split("@")[-1]}!"',
+            f'#!substdef "!OVERLOAD_MAX_CPS!{cfg.overload_max_cps}!"',
+            f'#!substdef "!OVERLOAD_RXQ_BYTES!{cfg.overload_rx_queue_bytes}!"',
+            f'#!substdef "!RETRY_AFTER_S!{cfg.overload_retry_after_s}!"',
+            f'#!substdef "!RETRY_AFTER_MAX_S!{2 * cfg.overload_retry_after_s}!"']
     out = cfg.state_dir / "etc" / "kamailio-native.body.cfg"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(first + "\n" + "\n".join(defs) + "\n" + rest)

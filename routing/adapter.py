@@ -20,6 +20,7 @@ from .handoff.state import LEG_PREFIX
 from .kemi import DONE, Htable, guarded, pv, reply
 from .media import Media
 from .metrics import Metrics
+from .overload import Admission
 from .registrar import RegistrarRoutes
 from .requests import RequestRoutes
 from .ring import RingRoutes
@@ -80,6 +81,7 @@ class Handler:
                                      timeout=NG_TIMEOUT_S, retries=NG_RETRIES))
         calls = CallStore(Htable(CALL_HTABLE), self.call_log)
         self.metrics = Metrics()
+        self.admission = Admission(cfg, self.metrics)
         self.legs = TwinLegs(cfg, self.call_log, self.metrics, media)
         self.handoff = HandoffRoutes(cfg, calls, media, self.call_log, self.store, twin_refusal,
                                      self.metrics, self.legs)
@@ -106,6 +108,8 @@ class Handler:
     def invite(self) -> bool:
         if not KSR.is_INVITE():
             return reply(405, "Method Not Allowed")
+        if self.admission.new_call() is DONE:
+            return DONE
         target = rules.classify_dialled(pv("$rU"), self.cfg.handoff_code,
                                         self.cfg.emergency_numbers)
         try:

@@ -16,6 +16,8 @@ DEVICES = ("desk", "mobile", "voicemail")
 DIRECTIONS = ("desk_to_mobile", "mobile_to_desk")
 OUTCOMES = ("completed", "declined", "no-answer", "cancelled", "failed")
 LEGS = ("twin", "handoff")                               # routing.twinleg.LegPlan.leg
+OVERLOAD = "twinning_overload_refused_calls_total"      # label rule
+RULES = ("queue", "rate")                                # routing.overload
 AVOIDED = ("answered-too-soon", "rang-too-long", "not-confirmed")   # why a leg was ended
 
 
@@ -36,6 +38,8 @@ class Metrics:
         for way in DIRECTIONS:
             for outcome in OUTCOMES:
                 KSR.xhttp_prom.counter_inc_l2(HANDOFFS, 0, way, outcome)
+        for rule in RULES:
+            KSR.xhttp_prom.counter_inc_l1(OVERLOAD, 0, rule)
         for leg in LEGS:
             for reason in AVOIDED:
                 KSR.xhttp_prom.counter_inc_l2(VOICEMAIL_AVOIDED, 0, leg, reason)
@@ -57,3 +61,7 @@ class Metrics:
     @staticmethod
     def voicemail_avoided(leg: str, reason: str) -> None:
         KSR.xhttp_prom.counter_inc_l2(VOICEMAIL_AVOIDED, 1, leg, reason)
+
+    @staticmethod
+    def refused_overload(rule: str) -> None:
+        KSR.xhttp_prom.counter_inc_l1(OVERLOAD, 1, rule)

@@ -87,8 +87,7 @@ class RingRoutes:
                 self.metrics.twinned_call()
         facts.keep()
         if decision.desk:
-            KSR.pv.sets("$ru", desk_uri)
-            KSR.registrar.lookup("location")
+            KSR.registrar.lookup("location")          # $ru is still the desk's AoR
             if mobile_uri:
                 KSR.corex.append_branch_uri(mobile_uri)
         elif mobile_uri:

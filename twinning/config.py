@@ -115,6 +115,9 @@ class SiteConfig:
     emergency_numbers: tuple[str, ...]
     state_dir: Path
     tls_port: int = 5061
+    overload_max_cps: int = 0               # new calls admitted per second (0: no ceiling)
+    overload_rx_queue_bytes: int = 65536    # SIP waiting unread in the kernel: refuse above
+    overload_retry_after_s: int = 5
     tls_certificate: Path | None = None     # None: `twinctl stack up` generates a pair
     tls_private_key: Path | None = None
     metrics_kamailio: HostPort | None = None
@@ -208,6 +211,12 @@ def _get(data: dict, section: str, key: str, kind: type):
     return value
 
 
+def _non_negative(value: int, what: str) -> int:
+    if value < 0:
+        raise ConfigError(f"{what} must be 0 or more, got {value}")
+    return value
+
+
 def _dtmf_default(data: dict) -> str:
     """The ng socket's host, 4 ports up: beside the ng (2223) and cli ports."""
     ng = HostPort.parse(_get(data, "rtpengine", "ng", str), 2223)
@@ -275,6 +284,12 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
         emergency_numbers=tuple(_get(data, "calls", "emergency_numbers", list)),
         state_dir=state_dir,
         tls_port=_port(_optional(data, "tls", "port", int, 5061), "[tls] port"),
+        overload_max_cps=_non_negative(_optional(data, "overload", "max_cps", int, 0),
+                                       "[overload] max_cps"),
+        overload_rx_queue_bytes=_non_negative(
+            _optional(data, "overload", "rx_queue_bytes", int, 65536), "[overload] rx_queue_bytes"),
+        overload_retry_after_s=_non_negative(
+            _optional(data, "overload", "retry_after_s", int, 5), "[overload] retry_after_s"),
         tls_certificate=tls_cert,
         tls_private_key=tls_key,
         metrics_kamailio=HostPort.parse(

@@ -48,6 +48,16 @@ def avoided(db, reason: str) -> list[dict]:
                       (reason,))
 
 
+def one_avoided(db, stack, counted_before: dict, reason: str) -> dict:
+    """The one leg the proxy kept from the caller: its row, and the counter grown by one."""
+    [row] = avoided(db, reason)
+    assert row["leg"] == "twin"
+    assert grew(counted_before, scrape(stack.metrics_kamailio),
+                "kamailio_twinning_voicemail_avoided_calls_total", leg="twin",
+                reason=reason) == 1
+    return row
+
+
 def the_mobile_was_ended_by_the_proxy(mobile) -> None:
     """The proxy itself ACKed the mobile's 200 and hung that leg up (Reason says why)."""
     call = mobile.incoming()
@@ -81,11 +91,7 @@ def test_given_the_carriers_voicemail_answers_at_once_then_the_desk_rings_on_and
     assert_two_way(far_call, vm_call)
     # The caller never heard of the mobile's answer: one 200 only, the voicemail's.
     assert len(far.received("200")) == 1
-    [row] = avoided(db, "answered-too-soon")
-    assert row["leg"] == "twin" and row["after_ms"] < 1500
-    assert grew(counted_before, scrape(stack.metrics_kamailio),
-                "kamailio_twinning_voicemail_avoided_calls_total", leg="twin",
-                reason="answered-too-soon") == 1
+    assert one_avoided(db, stack, counted_before, "answered-too-soon")["after_ms"] < 1500
     far_call.hangup()
     vm_call.wait("disconnected")
     assert refusals(far) == refusals(desk) == []
@@ -160,11 +166,7 @@ def test_given_confirmation_when_nobody_presses_1_then_the_leg_is_dropped_and_th
     far_call.wait("confirmed", timeout=10)                  # the desk, at 10 s
     desk_call = desk.incoming()
     assert_two_way(far_call, desk_call)
-    [row] = avoided(db, "not-confirmed")
-    assert row["leg"] == "twin" and 5000 < row["after_ms"] < 7500
-    assert grew(counted_before, scrape(stack.metrics_kamailio),
-                "kamailio_twinning_voicemail_avoided_calls_total", leg="twin",
-                reason="not-confirmed") == 1
+    assert 5000 < one_avoided(db, stack, counted_before, "not-confirmed")["after_ms"] < 7500
     far_call.hangup()
     desk_call.wait("disconnected")
     assert refusals(far) == refusals(desk) == []

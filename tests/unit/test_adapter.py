@@ -31,11 +31,11 @@ def ksr():
 def handler(ksr):
     import importlib
 
-    from routing import (adapter, confirm, kemi, media, metrics, registrar, requests, ring,
-                         twinleg)
+    from routing import (adapter, confirm, kemi, media, metrics, overload, registrar, requests,
+                         ring, twinleg)
     from routing.handoff import routes
-    for module in (kemi, media, metrics, confirm, twinleg, routes, requests, registrar, ring,
-                   adapter):
+    for module in (kemi, media, metrics, overload, confirm, twinleg, routes, requests, registrar,
+                   ring, adapter):
         importlib.reload(module)       # bind the freshly installed stub
     from twinning.config import load
     from tests.conftest import TEST_CONFIG
