@@ -64,8 +64,10 @@ def test_given_a_burst_beyond_the_ceiling_then_the_excess_gets_503_with_retry_af
         code = int(message.split(" ", 2)[1])
         if code >= 200:
             finals.setdefault(header(message, "Call-ID"), message)
-    sock.close()
     codes = [int(m.split(" ", 2)[1]) for m in finals.values()]
+    after = scrape(stack.metrics_kamailio)
+    recovered_s = served_again(stack, sock, port)
+    sock.close()
     print(f"\nburst of {BURST}: {codes.count(404)} served, {codes.count(503)} refused")
     assert len(finals) == BURST, f"{BURST - len(finals)} calls got no final reply"
     assert set(codes) <= {404, 503}, sorted(set(codes))
@@ -76,8 +78,29 @@ def test_given_a_burst_beyond_the_ceiling_then_the_excess_gets_503_with_retry_af
     for message in refused:
         assert 5 <= int(header(message, "Retry-After")) <= 10
         assert ";tag=" in header(message, "To")          # a real final reply, sent by sl
-    after = scrape(stack.metrics_kamailio)
     counted = sum(grew(before, after, "kamailio_twinning_overload_refused_calls_total",
                        rule=rule) for rule in ("queue", "rate"))
     assert counted == len(refused)
+    # Once the burst is over, new calls are served again within pipelimit's interval (1 s).
+    assert recovered_s < 2.5, f"new calls still refused {recovered_s:.1f} s after the burst"
     assert_no_residue(stack)
+
+
+def served_again(cfg, sock: socket.socket, port: int, timeout: float = 5.0) -> float:
+    """Seconds until a single new call after the burst is served (404), probing every 100 ms."""
+    started = time.monotonic()
+    sock.settimeout(0.1)
+    n = BURST
+    while time.monotonic() - started < timeout:
+        n += 1
+        call_id, data = invite(cfg, port, n)
+        sock.sendto(data, (cfg.proxy_address, cfg.proxy_port))
+        try:
+            while True:
+                message = sock.recv(65535).decode(errors="replace")
+                if header(message, "Call-ID") == call_id and \
+                        message.startswith("SIP/2.0 404"):
+                    return time.monotonic() - started
+        except socket.timeout:
+            pass
+    return timeout
