@@ -401,7 +401,13 @@ class Kamailio:
         """What the KEMI routing inside Kamailio needs: the site config, the state dir (its
         database password file), the venv its packages come from."""
         return {"TWIN_CONFIG": str(self.cfg.path), "TWIN_STATE_DIR": str(self.paths.root),
-                "TWIN_VENV": str(REPO_ROOT / ".venv"), "PYTHONDONTWRITEBYTECODE": "1"}
+                "TWIN_VENV": str(REPO_ROOT / ".venv"), "PYTHONDONTWRITEBYTECODE": "1",
+                # libpq inside Kamailio (db_postgres, and psycopg in the routing) must not
+                # speak TLS: Kamailio's tls module hands OpenSSL its own shared-memory
+                # allocator, and a second OpenSSL user in the same processes corrupts it
+                # ("freeing already freed pointer ... tls_init.c", then an abort). Debian's
+                # PostgreSQL cluster has ssl = on, so libpq would negotiate it by default.
+                "PGSSLMODE": "disable"}
 
     def env(self) -> dict:
         return dict(os.environ, **self.routing_env())
