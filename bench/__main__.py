@@ -16,7 +16,7 @@ from pathlib import Path
 
 from twinning import config as site_config
 
-from . import dbstats, figures, report
+from . import capture, dbstats, figures, report
 from . import testbed as tb
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,6 +66,9 @@ def run(quick: bool = False, keep_up: bool = False, step_seconds: float | None =
             log(f"   figure 1: {routing} sustains {out['fig1'][routing]['max_cps']:g} cps")
             basis = out["fig1"].get("python", out["fig1"][routing])["max_cps"]
             for label, share in (("25%", 0.25), ("75%", 0.75)):
+                if basis and not capture.available():
+                    log("   figure 2 skipped: dumpcap is missing (apt-get install tshark)")
+                    break
                 if basis:
                     out["fig2"].append(figures.proxy_delay(r, routing, round(basis * share),
                                                            label))

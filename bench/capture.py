@@ -20,6 +20,11 @@ from . import testbed as tb
 DUMPCAP = shutil.which("dumpcap") or "/usr/bin/dumpcap"
 
 
+def available() -> bool:
+    """dumpcap (Debian's tshark package) is what figure 2 captures with."""
+    return shutil.which("dumpcap") is not None or Path(DUMPCAP).exists()
+
+
 class Capture:
     def __init__(self, cfg, path: Path):
         self.cfg, self.path = cfg, path
