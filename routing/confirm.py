@@ -105,14 +105,18 @@ class Confirmations:
                  f"its {CONFIRM_DIGIT}\n")
         return True
 
-    def _take(self, call_id: str) -> Pending | None:
-        """The confirmation of the call, removed: only one of the timer and the workers ends it."""
+    def _take(self, call_id: str, leg_tag: str | None = None) -> Pending | None:
+        """The confirmation of the call, removed: only one of the timer and the workers ends it.
+        With leg_tag, only if it is that leg's (a key or a BYE from another party is not)."""
         key = f"c:{call_id}"
         raw = self.table.get(key)
         if raw is None:
             return None
+        held = Pending(**json.loads(raw))
+        if leg_tag is not None and held.leg_tag != leg_tag:
+            return None
         self.table.remove(key)
-        return Pending(**json.loads(raw))
+        return held
 
     def pending(self, call_id: str) -> bool:
         return self.table.get(f"c:{call_id}") is not None
@@ -129,10 +133,7 @@ class Confirmations:
     def leg_hung_up(self, call_id: str) -> bool:
         """A BYE from the leg (its From-tag is the leg's) while it waits: the proxy answers it.
         False when it is not such a BYE."""
-        if not self.pending(call_id) or pv("$ft") != json.loads(
-                self.table.get(f"c:{call_id}") or "{}").get("leg_tag"):
-            return False
-        held = self._take(call_id)
+        held = self._take(call_id, pv("$ft"))
         if held is None:
             return False
         KSR.sl.sl_send_reply(200, "OK")
@@ -195,12 +196,9 @@ class Confirmations:
         return self._sock
 
     def _confirmed(self, call_id: str, tag: str) -> None:
-        raw = self.table.get(f"c:{call_id}")
-        if raw is None or json.loads(raw)["leg_tag"] != tag:
-            return                          # ended meanwhile, or another party's key
-        held = self._take(call_id)
+        held = self._take(call_id, tag)
         if held is None:
-            return
+            return                          # ended meanwhile, or another party's key
         self.waiting.pop(call_id, None)
         try:
             self.media.release_confirmed(call_id, held.leg_tag)
