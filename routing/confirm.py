@@ -22,13 +22,14 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import KSR
 
 from . import sipmsg
 from .kemi import Htable, pv
+from .records import plain, to_json
 
 CONFIRM_WINDOW_S = 6                # from the answer to the key: a few seconds, then dropped
 CONFIRM_DIGIT = 1                   # RFC 4733 event 1
@@ -54,7 +55,7 @@ class Pending:
     deadline: float                 # epoch s
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return to_json(self)
 
 
 def digit_of(datagram: bytes) -> tuple[str, str, int] | None:
@@ -97,7 +98,7 @@ class Confirmations:
             return False
         end = ack_and_end(NOT_CONFIRMED)
         pending = Pending(call_id, pv("$tt"), raw, end.target, end.next_hop, end.bye,
-                          sipmsg.final_reply_for(raw, 480, NOT_CONFIRMED), asdict(plan),
+                          sipmsg.final_reply_for(raw, 480, NOT_CONFIRMED), plain(plan),
                           int(time.time() * 1000), time.time() + CONFIRM_WINDOW_S)
         self.table.put(f"c:{call_id}", pending.to_json())
         KSR.mqueue.mq_add(QUEUE, call_id, str(pending.deadline))

@@ -6,7 +6,7 @@ JSON of `CallFacts` in one AVP, set once in the request route."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import KSR
 
@@ -14,6 +14,7 @@ from . import decisions as rules
 from .decisions import Subscriber
 from .handoff.state import Device, Side
 from .kemi import DONE, pv, reply
+from .records import to_json
 from .twinleg import LegPlan, TwinLegs
 
 FACTS_AVP = "$avp(tw_call)"
@@ -38,7 +39,7 @@ class CallFacts:
     rang: str                       # devices offered the call: desk,mobile | trunk
 
     def keep(self) -> None:
-        KSR.pv.sets(FACTS_AVP, json.dumps(asdict(self), separators=(",", ":")))
+        KSR.pv.sets(FACTS_AVP, to_json(self))
 
     @classmethod
     def of_transaction(cls) -> "CallFacts | None":

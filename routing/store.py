@@ -13,12 +13,12 @@ import dataclasses
 import json
 import logging
 import time
-import uuid
 from typing import Callable, Optional, Protocol
 
 import psycopg
 
 from .decisions import Subscriber
+from .records import token
 
 log = logging.getLogger("routing.store")
 
@@ -220,7 +220,7 @@ class CallLog:
         self.submit("state", [list(values), list(values.values()), gone])
 
     def handoff_started(self, call_id: str, from_device: str, to_device: str) -> str:
-        key = uuid.uuid4().hex
+        key = token()
         self.submit("handoff_started", [key, call_id, from_device, to_device, call_id])
         return key
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import KSR
 
@@ -30,6 +29,7 @@ from . import decisions as rules
 from . import sipmsg
 from .confirm import Confirmations
 from .kemi import DONE, NEXT, Htable, pv
+from .records import to_json, token
 
 LOOP_PREFIX = "tw-"                 # user part of the spiral's R-URI
 PLAN_AVP = "$avp(tw_leg)"           # the leg's plan, in the leg's own transaction
@@ -56,7 +56,7 @@ class LegPlan:
                    sub.mobile_ring_max_s, delay_s, sub.mobile_confirm)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return to_json(self)
 
     @classmethod
     def from_json(cls, raw: str) -> "LegPlan":
@@ -81,9 +81,9 @@ class TwinLegs:
     # ---- the call's side: where the leg is sent -------------------------------------------
     def plan(self, plan: LegPlan) -> str:
         """Keep the leg's plan; the URI the call's transaction sends the leg to."""
-        token = uuid.uuid4().hex
-        self.live.put(f"p:{token}", plan.to_json())
-        return f"sip:{LOOP_PREFIX}{token}@{self.host}:{self.port}"
+        key = token()
+        self.live.put(f"p:{key}", plan.to_json())
+        return f"sip:{LOOP_PREFIX}{key}@{self.host}:{self.port}"
 
     @staticmethod
     def is_leg_uri_user(user: str) -> bool:
@@ -93,11 +93,13 @@ class TwinLegs:
         return pv("$si") == self.host and pv("$sp") == str(self.port)
 
     # ---- the leg's own transaction -----------------------------------------------------------
-    def request(self) -> bool:
+    def request(self, method: str) -> bool:
         """Request route: an INVITE of the spiral takes its plan and leaves (now, or after
         the status's delay). NEXT for anything else."""
+        if method != "INVITE":
+            return NEXT
         user = pv("$rU")
-        if not KSR.is_INVITE() or not self.is_leg_uri_user(user) \
+        if not self.is_leg_uri_user(user) \
                 or KSR.siputils.has_totag() > 0:
             return NEXT
         key = f"p:{user[len(LOOP_PREFIX):]}"
@@ -142,9 +144,8 @@ class TwinLegs:
 
     def branch(self) -> None:
         """The leg leaves for a gateway: from now on its answer is timed."""
-        plan = LegPlan.from_json(pv(PLAN_AVP))
-        self.live.put(f"l:{pv('$ci')}", json.dumps(
-            {"sent": now_ms(), "plan": asdict(plan)}, separators=(",", ":")))
+        # The plan as it came (already JSON), not parsed and written again.
+        self.live.put(f"l:{pv('$ci')}", f'{{"sent":{now_ms()},"plan":{pv(PLAN_AVP)}}}')
 
     def reply(self) -> None:
         """A reply the leg's transaction let through (a person answered, or it failed). Its

@@ -3,11 +3,11 @@ legs, phases, and every htable key of the shared call state."""
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Optional
 
+from ..records import to_json, token
 from .actions import Send
 
 
@@ -133,7 +133,7 @@ class StitchedCall:
         return self.near.call_id != self.call_id
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> "StitchedCall":
@@ -181,8 +181,8 @@ def all_keys(call: StitchedCall) -> list[str]:
 
 
 def new_tag(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:16]}"
+    return f"{prefix}{token()[:16]}"
 
 
 def new_leg_call_id(domain: str) -> str:
-    return f"{LEG_PREFIX}{uuid.uuid4().hex}@{domain}"
+    return f"{LEG_PREFIX}{token()}@{domain}"
