@@ -97,16 +97,17 @@ class Handler:
     @guarded
     def ksr_request_route(self, msg) -> int:
         self.ready()
+        method = pv("$rm")              # read once: each step compares it, no KSR call
         for step in (self.requests.reqinit, self.requests.cancel, self.requests.within_dialog,
                      self.requests.local_request, self.registrar.register, self.legs.request,
                      self.invite):
-            if step() is DONE:
+            if step(method) is DONE:
                 return 1
         reply(405, "Method Not Allowed")
         return 1
 
-    def invite(self) -> bool:
-        if not KSR.is_INVITE():
+    def invite(self, method: str) -> bool:
+        if method != "INVITE":
             return reply(405, "Method Not Allowed")
         if self.admission.new_call() is DONE:
             return DONE

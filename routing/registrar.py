@@ -16,8 +16,8 @@ class RegistrarRoutes:
     def __init__(self, realm: str):
         self.realm = realm
 
-    def register(self) -> bool:
-        if not KSR.is_REGISTER():
+    def register(self, method: str) -> bool:
+        if method != "REGISTER":
             return NEXT
         if not KSR.is_myself_ruri():
             return reply(403, "Not Our Domain")

@@ -18,7 +18,7 @@ class RequestRoutes:
         self.handoff = handoff
         self.legs = legs
 
-    def reqinit(self) -> bool:
+    def reqinit(self, _method: str) -> bool:
         if KSR.maxfwd.process_maxfwd(MAX_HOPS) < 0:
             return reply(483, "Too Many Hops")
         if KSR.sanity.sanity_check(SANITY_CHECKS, SANITY_URI_CHECKS) < 0:
@@ -27,8 +27,8 @@ class RequestRoutes:
             return DONE
         return NEXT
 
-    def cancel(self) -> bool:
-        if not KSR.is_CANCEL():
+    def cancel(self, method: str) -> bool:
+        if method != "CANCEL":
             return NEXT
         if self.handoff.code_call_cancelled() is DONE:
             return DONE
@@ -41,24 +41,25 @@ class RequestRoutes:
             KSR.tm.t_relay()
         return DONE
 
-    def within_dialog(self) -> bool:
+    def within_dialog(self, method: str) -> bool:
         if KSR.siputils.has_totag() < 0:
             return NEXT
-        if self.handoff.in_dialog() is DONE:
+        call_id = pv("$ci")
+        if self.handoff.in_dialog(method, call_id) is DONE:
             return DONE
-        if KSR.is_BYE() and self.legs.confirm.leg_hung_up(pv("$ci")):
+        if method == "BYE" and self.legs.confirm.leg_hung_up(call_id):
             return DONE                         # the mobile gave up before pressing 1
         if KSR.rr.loose_route() > 0:
-            if KSR.is_BYE():
+            offer_answer = method in ("INVITE", "UPDATE")
+            if method == "BYE":
                 self.media.drop_call()
-            elif (KSR.is_INVITE() or KSR.is_UPDATE()) and \
-                    KSR.textops.has_body_type("application/sdp") > 0:
+            elif offer_answer and KSR.textops.has_body_type("application/sdp") > 0:
                 self.media.offer_in_dialog()
-            if KSR.is_INVITE() or KSR.is_UPDATE() or pv(CSEQ_AVP):
+            if offer_answer or pv(CSEQ_AVP):
                 KSR.tm.t_on_reply("ksr_reply_indialog")
             KSR.tm.t_relay()
             return DONE
-        if KSR.is_ACK():
+        if method == "ACK":
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
             return DONE
@@ -70,8 +71,8 @@ class RequestRoutes:
         self.handoff.renumbered_reply()
 
     @staticmethod
-    def local_request() -> bool:
+    def local_request(method: str) -> bool:
         """OPTIONS to the proxy itself: the keepalive and health probe."""
-        if KSR.is_OPTIONS() and not pv("$rU") and KSR.is_myself_ruri():
+        if method == "OPTIONS" and not pv("$rU") and KSR.is_myself_ruri():
             return reply(200, "OK")
         return NEXT

@@ -48,22 +48,22 @@ class HandoffRoutes:
         if self.calls.known(call_id):
             return {}
         reply_contact = pv("$(ct{tobody.uri})")
+        from_tag, to_tag, from_uri, to_uri = pv("$ft"), pv("$tt"), pv("$fu"), pv("$tu")
         caller_device = Device.FAR if far_side is Side.CALLER else device
         callee_device = device if far_side is Side.CALLER else Device.FAR
-        caller = Leg(caller_device, call_id, pv("$ft"), request_contact, pv("$fu"),
-                     local_uri=pv("$tu"), local_tag=pv("$tt"), cseq=0)
-        callee = Leg(callee_device, call_id, pv("$tt"), reply_contact, pv("$tu"),
-                     local_uri=pv("$fu"), local_tag=pv("$ft"), cseq=int(pv("$cs") or 1))
+        caller = Leg(caller_device, call_id, from_tag, request_contact, from_uri,
+                     local_uri=to_uri, local_tag=to_tag, cseq=0)
+        callee = Leg(callee_device, call_id, to_tag, reply_contact, to_uri,
+                     local_uri=from_uri, local_tag=from_tag, cseq=int(pv("$cs") or 1))
         call = model.answered(extension, call_id, caller, callee, far_side, far_number, far_name)
         return self.calls.remember(call)
 
-    def in_dialog(self) -> bool:
+    def in_dialog(self, method: str, call_id: str) -> bool:
         """An in-dialog request: NEXT unless it belongs to a call the proxy takes part in."""
-        call = self.calls.load(pv("$ci"))
+        call = self.calls.load(call_id)
         if call is None:
             return NEXT
-        sender = model.sender_of(call, pv("$ci"), pv("$ft"))
-        method = pv("$rm")
+        sender = model.sender_of(call, call_id, pv("$ft"))
         if method == "REFER" and sender is Sender.NEAR and model.handoff_code_target(
                 pv("$hdr(Refer-To)"), self.cfg.handoff_code):
             actions = self.start_to_mobile(call, via_refer=True)

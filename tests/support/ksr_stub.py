@@ -15,6 +15,10 @@ from typing import Any, Callable
 
 API_FILE = Path(__file__).resolve().parent / "ksr_api.json"
 _DEFAULTS = {"int": 1, "bool": True, "xval": None, "none": None}
+# KSR.is_INVITE() and its kin answer from the request's method, as Kamailio's do: a test sets
+# "$rm" once and the routing may ask either way.
+METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "UPDATE", "PRACK",
+           "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "PUBLISH", "KDMQ")
 
 
 def load_api() -> list[dict]:
@@ -56,6 +60,9 @@ class KsrStub:
             if len(args) != arity:
                 raise TypeError(f"KSR.{qualified}() takes {arity} arguments, got {len(args)}")
             self.calls.append((qualified, args))
+            if qualified not in self.returns and qualified[3:] in METHODS and \
+                    qualified.startswith("is_"):
+                return self.pv.get("$rm") == qualified[3:]
             value = self.returns.get(qualified, _DEFAULTS.get(func["ret"]))
             return value(*args) if callable(value) else value
 

@@ -46,11 +46,11 @@ def handler(ksr):
 
 
 def trunk_invite(ksr, ruser, trusted=True):
-    ksr.returns.update({"is_INVITE": True, "is_CANCEL": False, "is_REGISTER": False,
-                        "is_OPTIONS": False, "siputils.has_totag": -1,
+    ksr.returns.update({"siputils.has_totag": -1,
                         "permissions.allow_source_address": 1 if trusted else -1,
                         "auth.has_credentials": -1, "registrar.registered": 1})
-    ksr.pv.update({"$rU": ruser, "$fU": "3125550199", "$fn": '"Carol"', "$si": "127.0.1.2"})
+    ksr.pv.update({"$rm": "INVITE", "$rU": ruser, "$fU": "3125550199", "$fn": '"Carol"',
+                   "$si": "127.0.1.2"})
 
 
 def test_given_a_trunk_call_to_a_did_then_desk_and_mobile_branches_are_relayed(ksr, handler):

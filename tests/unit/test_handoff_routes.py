@@ -107,7 +107,7 @@ def test_given_a_refer_to_the_code_then_202_and_the_mobile_is_invited_with_the_f
     w = world
     request(w.ksr, "REFER", from_tag="desk-tag", cseq=11)
     w.ksr.pv["$ru"] = "sip:+19175550123@127.0.1.2"
-    assert w.handoff.in_dialog() is False
+    assert w.handoff.in_dialog(w.ksr.pv["$rm"], w.ksr.pv["$ci"]) is False
     assert w.ksr.called("tm.t_reply") == [(202, "Accepted")]
     [(method, ruri, _, _, headers, sdp)] = w.ksr.called("tm.t_uac_send")
     assert method == "INVITE" and "sip:+13125550199@127.0.1.1" in headers
@@ -123,7 +123,7 @@ def test_given_a_refer_to_the_code_then_202_and_the_mobile_is_invited_with_the_f
 def test_given_the_mobile_answers_then_media_switches_and_the_desk_is_notified(world):
     w = world
     request(w.ksr, "REFER", from_tag="desk-tag", cseq=11)
-    w.handoff.in_dialog()
+    w.handoff.in_dialog(w.ksr.pv["$rm"], w.ksr.pv["$ci"])
     mobile_answers(w)
     assert [c[0] for c in w.media.calls] == ["open_for_new_device", "switch"]
     [(method, target, _, _, headers, body)] = w.ksr.called("tm.t_uac_send")
@@ -136,10 +136,10 @@ def test_given_the_mobile_answers_then_media_switches_and_the_desk_is_notified(w
 def test_given_a_stitched_call_when_the_far_end_hangs_up_then_the_dialog_module_sees_it(world):
     w = world
     request(w.ksr, "REFER", from_tag="desk-tag", cseq=11)
-    w.handoff.in_dialog()
+    w.handoff.in_dialog(w.ksr.pv["$rm"], w.ksr.pv["$ci"])
     mobile_answers(w)
     request(w.ksr, "BYE", cseq=6)
-    assert w.handoff.in_dialog() is False
+    assert w.handoff.in_dialog(w.ksr.pv["$rm"], w.ksr.pv["$ci"]) is False
     assert w.ksr.called("tm.t_reply") == [(200, "OK")]
     assert w.ksr.called("tm.t_uac_send")[0][:2] == ("BYE", "sip:m@127.0.1.2:5060")
     assert w.ksr.called("dialog.dlg_manage") == [()]
@@ -149,7 +149,7 @@ def test_given_a_stitched_call_when_the_far_end_hangs_up_then_the_dialog_module_
 def test_given_a_declined_handoff_then_the_far_ends_bye_is_relayed_renumbered(world):
     w = world
     request(w.ksr, "REFER", from_tag="desk-tag", cseq=11)
-    w.handoff.in_dialog()
+    w.handoff.in_dialog(w.ksr.pv["$rm"], w.ksr.pv["$ci"])
     pending = w.store.load("c1").pending
     w.ksr.pv.update({"$ci": pending.leg_call_id, "$rm": "INVITE", "$rs": "603",
                      "$rr": "Decline"})
@@ -157,7 +157,7 @@ def test_given_a_declined_handoff_then_the_far_ends_bye_is_relayed_renumbered(wo
     notify = w.ksr.called("tm.t_uac_send")[-1]
     assert notify[0] == "NOTIFY" and "CSeq: 11 NOTIFY" in notify[4]
     request(w.ksr, "BYE", cseq=11)
-    assert w.handoff.in_dialog() is True               # relayed by the normal in-dialog path
+    assert w.handoff.in_dialog(w.ksr.pv["$rm"], w.ksr.pv["$ci"]) is True               # relayed by the normal in-dialog path
     assert w.ksr.called("textops.remove_hf") == [("CSeq",)]
     assert w.ksr.called("hdr.append") == [("CSeq: 12 BYE\r\n",)]
     assert w.ksr.pv["$avp(tw_cseq)"] == "11"
@@ -186,7 +186,7 @@ def test_given_rtpengine_down_when_the_desk_hands_off_then_it_hears_500_and_keep
     w = world
     w.handoff.media = FakeMedia(fail=True)
     request(w.ksr, "REFER", from_tag="desk-tag", cseq=11)
-    w.handoff.in_dialog()
+    w.handoff.in_dialog(w.ksr.pv["$rm"], w.ksr.pv["$ci"])
     notify = w.ksr.called("tm.t_uac_send")[-1]
     assert notify[0] == "NOTIFY" and "SIP/2.0 500 Media Server Error" in notify[5]
     call = w.store.load("c1")
@@ -197,5 +197,5 @@ def test_given_call_state_from_an_older_release_then_the_call_is_routed_as_a_pla
     w = world
     w.table.put("c:c2", '{"call_id": "c2", "near": {"device": "desk"}}')
     request(w.ksr, "BYE", call_id="c2")
-    assert w.handoff.in_dialog() is True
+    assert w.handoff.in_dialog(w.ksr.pv["$rm"], w.ksr.pv["$ci"]) is True
     assert w.ksr.called("warn")

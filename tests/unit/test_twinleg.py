@@ -55,7 +55,7 @@ def test_given_the_desk_rings_first_then_the_leg_waits_in_milliseconds_on_a_core
     ksr.returns.update({"htable.sht_get": lambda table, key: plan, "is_INVITE": True,
                         "siputils.has_totag": -1})
     ksr.pv.update({"$rU": "tw-abc", "$si": handler.cfg.proxy_address, "$sp": "5060"})
-    handler.legs.request()
+    handler.legs.request("INVITE")
     assert ksr.called("async.ms_route") == [("ksr_twinleg_go", 4000)]
     assert ksr.called("tm.t_reply") == [(100, "Trying")]
     assert ksr.called("tm.t_relay") == []
@@ -64,7 +64,7 @@ def test_given_the_desk_rings_first_then_the_leg_waits_in_milliseconds_on_a_core
 def test_given_someone_else_sends_a_leg_uri_then_it_is_refused(ksr, handler):  # noqa: F811
     ksr.returns.update({"is_INVITE": True, "siputils.has_totag": -1})
     ksr.pv.update({"$rU": "tw-abc", "$si": "127.0.1.2", "$sp": "5060"})
-    handler.legs.request()
+    handler.legs.request("INVITE")
     assert ksr.called("sl.sl_send_reply") == [(403, "Forbidden")]
 
 
