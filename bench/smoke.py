@@ -41,6 +41,7 @@ def check_native(cfg: SiteConfig, scratch: Path) -> subprocess.CompletedProcess:
     """bench/kamailio-native.cfg rendered for this stack into a scratch dir (not the stack's
     own cfg) and checked by `kamailio -c`."""
     body = tb.native_body(cfg)
+    scratch.mkdir(parents=True, exist_ok=True)
 
     class Paths:
         root = cfg.state_dir

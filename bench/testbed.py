@@ -84,6 +84,7 @@ def native_body(cfg: SiteConfig) -> Path:
     vm = cfg.voicemail_uri.split(":", 1)[1] if ":" in cfg.voicemail_uri else cfg.voicemail_uri
     defs = [f'#!substdef "!MAX_TWIN_LEGS!{cfg.max_twin_legs}!"',
             f'#!substdef "!VOICEMAIL_HOSTPORT!{vm.split("@")[-1]}!"',
+            f'#!substdef "!VOICEMAIL_ADDR!{vm.split("@")[-1].split(":")[0]}!"',
             f'#!substdef "!OVERLOAD_MAX_CPS!{cfg.overload_max_cps}!"',
             f'#!substdef "!OVERLOAD_RXQ_BYTES!{cfg.overload_rx_queue_bytes}!"',
             f'#!substdef "!RETRY_AFTER_S!{cfg.overload_retry_after_s}!"',
