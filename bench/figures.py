@@ -54,6 +54,9 @@ class Run:
     log: object = print
     checks: list = field(default_factory=list)       # figure 6, one entry per run
     shm_baseline: dict = field(default_factory=dict)  # routing -> bytes at its start
+    # The config Kamailio runs with now, when not `cfg` (goodput's ceiling): what a clean-up
+    # restart must start it with again.
+    running_cfg: object = None
 
     def routing_up(self, routing: str) -> None:
         tb.up(self.cfg, routing, log=self.log)
@@ -99,7 +102,7 @@ class Run:
                  "shm_growth_bytes": growth,
                  "ok": left.clean and growth <= SHM_GROWTH_BOUND}
         if not left.clean:
-            cleared = tb.force_clean(self.cfg, routing, self.log)
+            cleared = tb.force_clean(self.running_cfg or self.cfg, routing, self.log)
             entry["cleared"] = cleared.clean
             self.shm_baseline[routing] = tb.shm_used(self.cfg)
         res.leftovers = entry
@@ -217,6 +220,7 @@ def goodput(run: Run, routing: str, max_cps: float, multiples=(1, 2, 4), repeats
     `settle_s` after the load stops (without restarting anything)."""
     ceiling = tb.with_ceiling(run.cfg, max_cps)
     tb.restart_kamailio(ceiling, routing, run.log)
+    run.running_cfg = ceiling
     points = []
     try:
         for m in multiples:
@@ -230,6 +234,7 @@ def goodput(run: Run, routing: str, max_cps: float, multiples=(1, 2, 4), repeats
                            "failed": spread([r.failed for r in runs]),
                            "left_after": [r.leftovers for r in runs]})
     finally:
+        run.running_cfg = None
         tb.restart_kamailio(run.cfg, routing, run.log)
     return {"routing": routing, "max_cps": max_cps, "points": points}
 
@@ -262,13 +267,49 @@ def cold_start(run: Run, routing: str, rate: float, duration: float = 40.0,
     failed_at = failure_times(logdir / "caller_stats.csv")
     late = [t for t in failed_at if t >= restarted]
     recovery_s = round(max(late) - restarted, 1) if late else 0.0
+    started = caller_start(logdir / "caller_stats.csv")
+    rings = [started + ms / 1000 for ms in load.read_rtt(logdir).get("ring@", [])] \
+        if started else []
     res.target = routing
     run.check_after(routing, f"coldstart-{routing}", res, 60)
     return {"routing": routing, "rate": rate, "restart_s": round(up_at - restarted, 2),
+            "service_back_after_s": service_back_after(rings, restarted, rate),
             "failures_stop_after_s": recovery_s, "failed": res.failed,
             "db_xact_per_s_before": round((x_before1 - x_before0) / 5, 1),
             "db_xact_per_s_first_5s_after": round((x_after - x_before1) / 5, 1),
             "step": res.as_dict()}
+
+
+def service_back_after(rings: list[float], restarted: float, rate: float,
+                       share: float = 0.9) -> float | None:
+    """Seconds from the restart to the start of the first second after it in which calls
+    rang (their 180 reached the caller) at `share` of the offered rate: when new calls are
+    served again. (The last failure is declared by SIPp only when its 8 s reply timeout runs
+    out, so "the last second with a failure" is the outage plus that timeout.)"""
+    after = sorted(t for t in rings if t >= restarted)
+    if not after:
+        return None
+    per_second: dict[int, int] = {}
+    for t in after:
+        per_second[int(t - restarted)] = per_second.get(int(t - restarted), 0) + 1
+    for second in range(int(after[-1] - restarted) + 1):
+        if per_second.get(second, 0) >= share * rate:
+            return float(second)
+    return None
+
+
+def caller_start(stats_csv: Path) -> float | None:
+    """Epoch seconds at which the caller started (the StartTime of SIPp's stats file)."""
+    if not stats_csv.exists():
+        return None
+    lines = [ln for ln in stats_csv.read_text(errors="replace").splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return None
+    row = dict(zip(lines[0].rstrip(";").split(";"), lines[1].rstrip(";").split(";")))
+    try:
+        return float(row["StartTime"].split()[-1])
+    except (KeyError, ValueError, IndexError):
+        return None
 
 
 def failure_times(stats_csv: Path) -> list[float]:
