@@ -14,6 +14,12 @@ def set_config_path(path: str | None) -> None:
     config.cache_clear()
 
 
+def explicit() -> bool:
+    """Whether a site config was named (--config or $TWIN_CONFIG)."""
+    import os
+    return bool(_config_path or os.environ.get("TWIN_CONFIG"))
+
+
 @lru_cache(maxsize=1)
 def config() -> SiteConfig:
     return load(_config_path)

@@ -8,7 +8,7 @@ import select
 import time
 from pathlib import Path
 
-from twinning.config import SiteConfig
+from twinning.config import SiteConfig, cluster_nodes
 
 from .errors import TwinctlError
 
@@ -16,7 +16,15 @@ _counter = itertools.count()
 
 
 def fifo_path(cfg: SiteConfig) -> Path:
-    return cfg.state_dir / "run" / "kamailio_rpc.fifo"
+    run = cfg.state_dir / "run" / cfg.node if cfg.node else cfg.state_dir / "run"
+    return run / "kamailio_rpc.fifo"
+
+
+def proxies(cfg: SiteConfig) -> list[SiteConfig]:
+    """The proxies a change must reach: every node of a cluster's site config, else the one."""
+    if cfg.cluster and not cfg.node:
+        return cluster_nodes(cfg)[0]
+    return [cfg]
 
 
 def call(cfg: SiteConfig, method: str, *params, timeout: float = 5.0):

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from rtpctl import Client, RtpctlError
-from twinning.config import REPO_ROOT, SiteConfig
+from twinning.config import REPO_ROOT, SiteConfig, cluster_nodes
 
 from . import dbsetup, diagnose
 from . import migrate as migrations
@@ -51,20 +51,24 @@ class Health:
 
 
 class Paths:
+    """Where a stack keeps its files. A cluster node (cfg.node) has its own run, log and etc
+    folders below the site's; the database, its passwords and the TLS pair are the site's."""
+
     def __init__(self, cfg: SiteConfig):
         root = cfg.state_dir
+        node = cfg.node
         self.root = root
         self.pgdata = root / "pgdata"
-        self.run = root / "run"
+        self.run = root / "run" / node if node else root / "run"
         self.pgsock = root / "run" / "pg"
-        self.log = root / "log"
-        self.etc = root / "etc"
-        self.kamailio_cfg = root / "etc" / "kamailio.cfg"
-        self.kamailio_env = root / "etc" / "kamailio.env"
-        self.rtpengine_conf = root / "etc" / "rtpengine.conf"
-        self.kamailio_pid = root / "run" / "kamailio.pid"
-        self.rtpengine_pid = root / "run" / "rtpengine.pid"
-        self.portal_pid = root / "run" / "portal.pid"
+        self.log = root / "log" / node if node else root / "log"
+        self.etc = root / "etc" / node if node else root / "etc"
+        self.kamailio_cfg = self.etc / "kamailio.cfg"
+        self.kamailio_env = self.etc / "kamailio.env"
+        self.rtpengine_conf = self.etc / "rtpengine.conf"
+        self.kamailio_pid = self.run / "kamailio.pid"
+        self.rtpengine_pid = self.run / "rtpengine.pid"
+        self.portal_pid = self.run / "portal.pid"
 
     def make(self) -> None:
         for d in (self.root, self.run, self.log, self.etc):
@@ -369,7 +373,7 @@ class Kamailio:
             "PROXY_PORT": str(c.proxy_port),
             "CHILDREN": str(c.children),
             "DBURL": c.kamailio_db_url(),
-            "RTPENGINE_SOCK": f"udp:{c.rtpengine_ng.host}:{c.rtpengine_ng.port}",
+            "RTPENGINE_SOCK": " ".join(f"udp:{e.host}:{e.port}" for e in c.rtpengines),
             "STATE_DIR": str(self.paths.root),
             "RUN_DIR": str(self.paths.run),
             "ROUTING_SCRIPT": str(ROUTING_SCRIPT),
@@ -382,6 +386,16 @@ class Kamailio:
             "METRICS_PORT": str(c.metrics_kamailio.port),
         }
         header = [f"# Rendered by twinctl from {c.path}; do not edit, edit that file instead."]
+        if c.cluster:
+            defs.update(DMQ_PORT=str(c.cluster.dmq_port), DMQ_PEER=c.peers[0],
+                        NODE_INDEX=str(c.node_index), NODE_COUNT=str(len(c.cluster.proxies)),
+                        HT_REPLICATE="1")
+            header.append("#!define WITH_CLUSTER")
+            # The peers' addresses (and the cluster's domain) are ours too: an in-dialog
+            # request that a phone sends here with a Route of a peer's is routed, not bounced.
+            header += [f"alias={a}" for a in (*c.peers, c.sip_domain) if a != c.proxy_address]
+        else:
+            defs["HT_REPLICATE"] = "0"
         for key, value in defs.items():
             if "!" in value:
                 raise TwinctlError(f"site value for {key} may not contain '!'")
@@ -400,7 +414,9 @@ class Kamailio:
     def routing_env(self) -> dict[str, str]:
         """What the KEMI routing inside Kamailio needs: the site config, the state dir (its
         database password file), the venv its packages come from."""
-        return {"TWIN_CONFIG": str(self.cfg.path), "TWIN_STATE_DIR": str(self.paths.root),
+        node = {"TWIN_NODE": self.cfg.node} if self.cfg.node else {}   # a cluster's proxy
+        return {**node, "TWIN_CONFIG": str(self.cfg.path),
+                "TWIN_STATE_DIR": str(self.paths.root),
                 "TWIN_VENV": str(REPO_ROOT / ".venv"), "PYTHONDONTWRITEBYTECODE": "1",
                 # libpq inside Kamailio (db_postgres, and psycopg in the routing) must not
                 # speak TLS: Kamailio's tls module hands OpenSSL its own shared-memory
@@ -555,6 +571,8 @@ def migrate_database(cfg: SiteConfig) -> list[str]:
 def up(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[Health]:
     """Start what is not running. kamailio_cfg: another cfg body (the benchmarks' native-cfg
     baseline); it gets the same rendered header of site values."""
+    if cfg.cluster:
+        return up_cluster(cfg, log, kamailio_cfg)
     for tool in (KAMAILIO, RTPENGINE, str(PG_BIN / "initdb")):
         if not Path(tool).exists():
             raise TwinctlError(f"{tool} is not installed; run scripts/install.sh")
@@ -611,6 +629,8 @@ def render(cfg: SiteConfig, what: str, owner: str | None = None,
 
 
 def down(cfg: SiteConfig, log=print) -> None:
+    if cfg.cluster:
+        return down_cluster(cfg, log)
     paths = Paths(cfg)
     if Portal(cfg, paths).stop():
         log("stopped the web page")
@@ -634,6 +654,8 @@ def restart_kamailio(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_C
 
 
 def health(cfg: SiteConfig) -> list[Health]:
+    if cfg.cluster:
+        return health_cluster(cfg)
     version = sql_ping(cfg)
     options = sip_options(cfg)
     page = web_ping(cfg)
@@ -701,3 +723,110 @@ def remove_state(cfg: SiteConfig) -> None:
     """Delete the state dir (used by tests for a clean slate)."""
     down(cfg, log=lambda *_: None)
     shutil.rmtree(cfg.state_dir, ignore_errors=True)
+
+
+# ---- a cluster on one machine (docs/cluster.md) -----------------------------------------------
+
+DMQ_SETTLE_S = 20.0
+
+
+def up_cluster(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[Health]:
+    """The site's PostgreSQL, every rtpengine, every proxy (each with its own run, log and
+    etc folders), and the web page beside the first proxy."""
+    for tool in (KAMAILIO, RTPENGINE, str(PG_BIN / "initdb")):
+        if not Path(tool).exists():
+            raise TwinctlError(f"{tool} is not installed; run scripts/install.sh")
+    proxies, engines = cluster_nodes(cfg)
+    paths = Paths(cfg)
+    paths.make()
+    pg = Postgres(cfg, paths)
+    if not pg.initialised():
+        log(f"initialising PostgreSQL cluster in {paths.pgdata}")
+        pg.init()
+    if not pg.running():
+        log(f"starting PostgreSQL on {cfg.db_host}:{cfg.db_port}")
+        pg.start()
+    for change in dbsetup.setup(cfg, pg.superuser()):
+        if change.startswith("migration "):
+            log(f"applied {change}")
+    for node in engines:
+        node_paths = Paths(node)
+        node_paths.make()
+        if not _pid_alive(node_paths.rtpengine_pid):
+            log(f"starting rtpengine {node.node} (ng {node.rtpengine_ng})")
+            Rtpengine(node, node_paths).start()
+    for node in proxies:
+        node_paths = Paths(node)
+        node_paths.make()
+        if not _pid_alive(node_paths.kamailio_pid):
+            log(f"starting Kamailio {node.node} on {node.proxy_address}:{node.proxy_port} "
+                f"(DMQ :{cfg.cluster.dmq_port})")
+            Kamailio(node, node_paths, kamailio_cfg).start()
+    # Each proxy finds the others through DMQ (its notification peer answers with the list
+    # of nodes): wait for that, so what `up` reports is a cluster, not proxies side by side.
+    deadline = time.monotonic() + DMQ_SETTLE_S
+    while time.monotonic() < deadline and any(
+            set(node.peers) - dmq_peers(node) for node in proxies):
+        time.sleep(0.5)
+    portal = Portal(proxies[0], Paths(proxies[0]))
+    if not _pid_alive(Paths(proxies[0]).portal_pid):
+        log(f"starting the web page on {cfg.web.url}")
+        portal.start()
+    return health_cluster(cfg)
+
+
+def down_cluster(cfg: SiteConfig, log=print) -> None:
+    proxies, engines = cluster_nodes(cfg)
+    if Portal(proxies[0], Paths(proxies[0])).stop():
+        log("stopped the web page")
+    for node in proxies:
+        if Kamailio(node, Paths(node)).stop():
+            log(f"stopped Kamailio {node.node}")
+    for node in engines:
+        if Rtpengine(node, Paths(node)).stop():
+            log(f"stopped rtpengine {node.node}")
+    if Postgres(cfg, Paths(cfg)).stop():
+        log("stopped PostgreSQL")
+
+
+def health_cluster(cfg: SiteConfig) -> list[Health]:
+    """Every node: the database, each rtpengine (ng ping), each proxy (SIP OPTIONS, and the
+    DMQ peers it sees), the web page."""
+    proxies, engines = cluster_nodes(cfg)
+    version = sql_ping(cfg)
+    rows = [Health("postgresql", version is not None,
+                   f"{cfg.db_host}:{cfg.db_port}/{cfg.db_name}", version or "not answering")]
+    for node in engines:
+        ok = ng_ping(node)
+        rows.append(Health(f"rtpengine {node.node}", ok, f"ng udp:{node.rtpengine_ng}",
+                           "pong" if ok else "no pong"))
+    for node in proxies:
+        options = sip_options(node)
+        detail = options or "no answer to OPTIONS"
+        ok = options is not None
+        if ok:
+            peers = dmq_peers(node)
+            missing = [a for a in node.peers if a not in peers]
+            detail += f"; DMQ peers {', '.join(sorted(peers)) or 'none'}"
+            if missing:
+                ok, detail = False, detail + f" (not seen: {', '.join(missing)})"
+        rows.append(Health(f"kamailio {node.node}", ok,
+                           f"sip:{node.proxy_address}:{node.proxy_port} (udp, tcp)", detail))
+    page = web_ping(cfg)
+    rows.append(Health("portal", page is not None, cfg.web.url, page or "no answer on /healthz"))
+    return rows
+
+
+def dmq_peers(node: SiteConfig) -> set[str]:
+    """The addresses of the other proxies this node's DMQ has as active peers."""
+    from . import rpc
+    try:
+        nodes = rpc.call(node, "dmq.list_nodes")
+    except TwinctlError:
+        return set()
+    out = set()
+    for entry in nodes if isinstance(nodes, list) else []:
+        if isinstance(entry, dict) and not entry.get("local") and \
+                str(entry.get("status", "")).lower() == "active":
+            out.add(str(entry.get("host", "")))
+    return out

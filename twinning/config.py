@@ -1,6 +1,7 @@
 """Site configuration: one TOML file, read once, shared by twinctl, routing and rtpctl."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -123,11 +124,28 @@ class SiteConfig:
     metrics_kamailio: HostPort | None = None
     metrics_rtpengine: HostPort | None = None
     web: "WebConfig" = field(default_factory=lambda: WebConfig())
+    # A cluster ([cluster], docs/cluster.md): the proxies and rtpengines of one site. The site
+    # file describes them all; cluster_nodes() gives each daemon its own view.
+    cluster: "ClusterConfig | None" = None
+    node: str = ""                          # this daemon's node name ("": a single node)
+    node_index: int = 0
+    rtpengine_set: tuple[HostPort, ...] = ()    # the proxy's rtpengines (default: the one)
     raw: dict = field(repr=False, default_factory=dict)
 
     @property
     def sip_domain(self) -> str:
-        return self.proxy_address
+        return self.cluster.domain if self.cluster else self.proxy_address
+
+    @property
+    def rtpengines(self) -> tuple[HostPort, ...]:
+        return self.rtpengine_set or (self.rtpengine_ng,)
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        """The other proxies of the cluster (their SIP addresses)."""
+        if not self.cluster:
+            return ()
+        return tuple(a for a in self.cluster.proxies if a != self.proxy_address)
 
     @property
     def db_password_file(self) -> Path:
@@ -195,6 +213,67 @@ class SiteConfig:
                 f"{self.db_name}")
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """[cluster]: proxies A, B, ... (their SIP addresses, same port), rtpengines 1, 2, ...
+    (their ng sockets; media on the ng address), the DMQ port every proxy listens on, and the
+    SIP domain they all answer for (the first proxy's address unless named)."""
+    proxies: tuple[str, ...]
+    rtpengines: tuple[HostPort, ...]
+    dmq_port: int = 5090
+    domain: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(chr(ord("a") + i) for i in range(len(self.proxies)))
+
+
+def _cluster(data: dict) -> ClusterConfig | None:
+    section = data.get("cluster")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ConfigError("[cluster] must be a section")
+    proxies = section.get("proxies")
+    if not isinstance(proxies, list) or len(proxies) < 2 or \
+            not all(isinstance(a, str) and a for a in proxies) or len(set(proxies)) != len(proxies):
+        raise ConfigError("[cluster] proxies must list two or more distinct proxy addresses")
+    if len(proxies) > 26:
+        raise ConfigError("[cluster] proxies: at most 26 nodes (named a to z)")
+    engines = section.get("rtpengines")
+    if not isinstance(engines, list) or not engines or not all(isinstance(e, str) for e in engines):
+        raise ConfigError("[cluster] rtpengines must list one or more ng sockets (host:port)")
+    dmq_port = _port(_optional(data, "cluster", "dmq_port", int, 5090), "[cluster] dmq_port")
+    domain = _optional(data, "cluster", "domain", str, proxies[0])
+    return ClusterConfig(tuple(proxies), tuple(HostPort.parse(e, 2223) for e in engines),
+                         dmq_port, domain)
+
+
+def cluster_nodes(cfg: SiteConfig) -> tuple[list[SiteConfig], list[SiteConfig]]:
+    """Each proxy's and each rtpengine's own config, from the cluster's site config: the
+    proxy's address (its listeners, metrics, DTMF port) and its rtpengine set; the
+    rtpengine's ng socket and media address. State, database and trunks stay the site's."""
+    c = cfg.cluster
+    if c is None:
+        raise ConfigError(f"{cfg.path} has no [cluster] section")
+    proxies, engines = [], []
+    for i, (name, address) in enumerate(zip(c.names, c.proxies)):
+        proxies.append(dataclasses.replace(
+            cfg, node=name, node_index=i, proxy_address=address,
+            metrics_kamailio=HostPort(address, cfg.metrics_kamailio.port),
+            rtpengine_dtmf=HostPort(address, cfg.rtpengine_dtmf.port),
+            rtpengine_ng=c.rtpengines[i % len(c.rtpengines)], rtpengine_set=c.rtpengines))
+    for i, ng in enumerate(c.rtpengines):
+        # rtpengine i reports DTMF to proxy i (a confirmation is waited for on that proxy).
+        owner = proxies[i % len(proxies)]
+        engines.append(dataclasses.replace(
+            cfg, node=f"rtp{i + 1}", node_index=i, proxy_address=ng.host, rtpengine_ng=ng,
+            rtpengine_cli=HostPort(ng.host, cfg.rtpengine_cli.port),
+            metrics_rtpengine=HostPort(ng.host, cfg.metrics_rtpengine.port),
+            rtpengine_dtmf=owner.rtpengine_dtmf))
+    return proxies, engines
+
+
 def _port(value: int, what: str) -> int:
     if not 0 < value < 65536:
         raise ConfigError(f"{what} must be a port number (1-65535), got {value}")
@@ -255,7 +334,7 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
         state_dir = (path.parent / state_dir).resolve()
     proxy_address = _get(data, "proxy", "address", str)
     tls_cert, tls_key = _tls_files(data, path.parent)
-    return SiteConfig(
+    cfg = SiteConfig(
         path=path,
         proxy_address=proxy_address,
         proxy_port=_get(data, "proxy", "port", int),
@@ -297,5 +376,15 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
         metrics_rtpengine=HostPort.parse(
             _optional(data, "metrics", "rtpengine", str, f"{proxy_address}:9091"), 9091),
         web=_web(data, path.parent, _get(data, "proxy", "address", str)),
+        cluster=_cluster(data),
         raw=data,
     )
+    node = os.environ.get("TWIN_NODE")
+    if node and cfg.cluster:
+        # A daemon of the cluster (its environment names it): its own view of the site.
+        proxies, engines = cluster_nodes(cfg)
+        for mine in (*proxies, *engines):
+            if mine.node == node:
+                return mine
+        raise ConfigError(f"TWIN_NODE={node!r} is not a node of {path}")
+    return cfg

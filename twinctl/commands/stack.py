@@ -6,7 +6,12 @@ from typing import Optional
 
 import typer
 
+from twinning.config import REPO_ROOT
+
 from .. import context, output, stack
+from ..errors import TwinctlError
+
+CLUSTER_CONFIG = REPO_ROOT / "etc" / "cluster.toml"
 
 app = typer.Typer(no_args_is_help=True, help="Start, stop and check the local stack.")
 
@@ -17,25 +22,43 @@ def _report(rows: list[stack.Health], as_json: bool) -> bool:
     return all(h.ok for h in rows)
 
 
-@app.command("up")
-def up_cli(as_json: bool = output.JsonOption) -> None:
-    """Start whatever is not running, wait until each answers, print the endpoints."""
+ClusterOption = typer.Option(
+    False, "--cluster", help="The cluster of the site config's [cluster] section; without "
+    "--config or $TWIN_CONFIG, etc/cluster.toml (two proxies, two rtpengines on 127.0.4.x/"
+    "127.0.5.x).")
+
+
+def _config(cluster: bool):
+    """The site config; with --cluster, one that describes a cluster."""
+    if cluster and not context.explicit():
+        context.set_config_path(str(CLUSTER_CONFIG))
     cfg = context.config()
+    if cluster and cfg.cluster is None:
+        raise TwinctlError(f"--cluster: {cfg.path} has no [cluster] section "
+                           f"(see {CLUSTER_CONFIG.relative_to(REPO_ROOT)})")
+    return cfg
+
+
+@app.command("up")
+def up_cli(cluster: bool = ClusterOption, as_json: bool = output.JsonOption) -> None:
+    """Start whatever is not running, wait until each answers, print the endpoints."""
+    cfg = _config(cluster)
     rows = stack.up(cfg, log=(lambda *_: None) if as_json else output.info)
     if not _report(rows, as_json):
         raise typer.Exit(1)
 
 
 @app.command("down")
-def down_cli() -> None:
+def down_cli(cluster: bool = ClusterOption) -> None:
     """Stop exactly what `stack up` started."""
-    stack.down(context.config(), log=output.info)
+    stack.down(_config(cluster), log=output.info)
 
 
 @app.command("health")
-def health_cli(as_json: bool = output.JsonOption) -> None:
-    """Check that each service answers (SQL, ng ping, SIP OPTIONS); exit 1 if one does not."""
-    if not _report(stack.health(context.config()), as_json):
+def health_cli(cluster: bool = ClusterOption, as_json: bool = output.JsonOption) -> None:
+    """Check that each service answers (SQL, ng ping, SIP OPTIONS; in a cluster every node,
+    and each proxy's DMQ peers); exit 1 if one does not."""
+    if not _report(stack.health(_config(cluster)), as_json):
         raise typer.Exit(1)
 
 
@@ -77,6 +100,8 @@ def reload_cli() -> None:
     subscriber cache), without a restart."""
     from .. import rpc
     cfg = context.config()
-    for method, *params in stack.RELOADS:
-        rpc.call(cfg, method, *params)
-        output.info(f"reloaded: {' '.join([method, *params])}")
+    for node in rpc.proxies(cfg):
+        for method, *params in stack.RELOADS:
+            rpc.call(node, method, *params)
+            output.info(f"reloaded{' ' + node.node if node.node else ''}: "
+                        f"{' '.join([method, *params])}")

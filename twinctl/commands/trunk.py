@@ -66,14 +66,16 @@ def remove_trunk(conn: psycopg.Connection, name: str) -> None:
 
 
 def reload_kamailio(cfg: SiteConfig) -> None:
-    """Make a running proxy see the change now; a stopped one reads it at start."""
-    if not rpc.fifo_path(cfg).exists():
-        return
-    try:
-        rpc.call(cfg, "dispatcher.reload")
-        rpc.call(cfg, "permissions.addressReload")
-    except TwinctlError as exc:
-        output.warn(f"saved, but the running proxy did not reload: {exc}")
+    """Make each running proxy see the change now; a stopped one reads it at start."""
+    for node in rpc.proxies(cfg):
+        if not rpc.fifo_path(node).exists():
+            continue
+        try:
+            rpc.call(node, "dispatcher.reload")
+            rpc.call(node, "permissions.addressReload")
+        except TwinctlError as exc:
+            output.warn(f"saved, but the running proxy {node.node or node.proxy_address} "
+                        f"did not reload: {exc}")
 
 
 @app.command("add")
