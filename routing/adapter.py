@@ -85,7 +85,7 @@ class Handler:
         self.legs = TwinLegs(cfg, self.call_log, self.metrics, media)
         self.handoff = HandoffRoutes(cfg, calls, media, self.call_log, self.store, twin_refusal,
                                      self.metrics, self.legs)
-        self.requests = RequestRoutes(media, self.handoff, self.legs)
+        self.requests = RequestRoutes(media, self.handoff, self.legs, cfg)
         self.registrar = RegistrarRoutes(self.realm)
         self.ring = RingRoutes(cfg, media, self.handoff, self.call_log, self.metrics, self.legs)
 
@@ -98,7 +98,8 @@ class Handler:
     def ksr_request_route(self, msg) -> int:
         self.ready()
         method = pv("$rm")              # read once: each step compares it, no KSR call
-        for step in (self.requests.reqinit, self.requests.cancel, self.requests.within_dialog,
+        for step in (self.requests.reqinit, self.requests.cluster_message,
+                     self.requests.cancel, self.requests.within_dialog,
                      self.requests.local_request, self.registrar.register, self.legs.request,
                      self.invite):
             if step(method) is DONE:

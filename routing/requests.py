@@ -13,10 +13,24 @@ MAX_HOPS = 10
 
 
 class RequestRoutes:
-    def __init__(self, media, handoff, legs):
+    def __init__(self, media, handoff, legs, cfg=None):
         self.media = media
         self.handoff = handoff
         self.legs = legs
+        cluster = getattr(cfg, "cluster", None)
+        # The peers of a cluster (docs/cluster.md) and the port their KDMQ requests come to.
+        self.peers = frozenset(cfg.peers) if cluster else frozenset()
+        self.dmq_port = str(cluster.dmq_port) if cluster else ""
+
+    def cluster_message(self, method: str) -> bool:
+        """KDMQ: a peer's replication (dialogs, htable entries, the node list), handled by
+        the dmq module. Only from a peer, on the DMQ port; nobody else may write our state."""
+        if method != "KDMQ":
+            return NEXT
+        if self.peers and pv("$si") in self.peers and pv("$Rp") == self.dmq_port:
+            KSR.dmq.handle_message()
+            return DONE
+        return reply(403, "Forbidden")
 
     def reqinit(self, _method: str) -> bool:
         if KSR.maxfwd.process_maxfwd(MAX_HOPS) < 0:
