@@ -568,15 +568,11 @@ def migrate_database(cfg: SiteConfig) -> list[str]:
     return [m.path.name for m in applied]
 
 
-def up(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[Health]:
-    """Start what is not running. kamailio_cfg: another cfg body (the benchmarks' native-cfg
-    baseline); it gets the same rendered header of site values."""
-    if cfg.cluster:
-        return up_cluster(cfg, log, kamailio_cfg)
+def _database_up(cfg: SiteConfig, paths: Paths, log) -> None:
+    """The daemons' programs are installed; the site's PostgreSQL runs with our schema."""
     for tool in (KAMAILIO, RTPENGINE, str(PG_BIN / "initdb")):
         if not Path(tool).exists():
             raise TwinctlError(f"{tool} is not installed; run scripts/install.sh")
-    paths = Paths(cfg)
     paths.make()
     pg = Postgres(cfg, paths)
     if not pg.initialised():
@@ -588,6 +584,15 @@ def up(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[He
     for change in dbsetup.setup(cfg, pg.superuser()):
         if change.startswith("migration "):
             log(f"applied {change}")
+
+
+def up(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[Health]:
+    """Start what is not running. kamailio_cfg: another cfg body (the benchmarks' native-cfg
+    baseline); it gets the same rendered header of site values."""
+    if cfg.cluster:
+        return up_cluster(cfg, log, kamailio_cfg)
+    paths = Paths(cfg)
+    _database_up(cfg, paths, log)
     rtp = Rtpengine(cfg, paths)
     if not _pid_alive(paths.rtpengine_pid):
         log(f"starting rtpengine (ng {cfg.rtpengine_ng})")
@@ -733,22 +738,9 @@ DMQ_SETTLE_S = 20.0
 def up_cluster(cfg: SiteConfig, log=print, kamailio_cfg: Path = KAMAILIO_CFG) -> list[Health]:
     """The site's PostgreSQL, every rtpengine, every proxy (each with its own run, log and
     etc folders), and the web page beside the first proxy."""
-    for tool in (KAMAILIO, RTPENGINE, str(PG_BIN / "initdb")):
-        if not Path(tool).exists():
-            raise TwinctlError(f"{tool} is not installed; run scripts/install.sh")
     proxies, engines = cluster_nodes(cfg)
     paths = Paths(cfg)
-    paths.make()
-    pg = Postgres(cfg, paths)
-    if not pg.initialised():
-        log(f"initialising PostgreSQL cluster in {paths.pgdata}")
-        pg.init()
-    if not pg.running():
-        log(f"starting PostgreSQL on {cfg.db_host}:{cfg.db_port}")
-        pg.start()
-    for change in dbsetup.setup(cfg, pg.superuser()):
-        if change.startswith("migration "):
-            log(f"applied {change}")
+    _database_up(cfg, paths, log)
     for node in engines:
         node_paths = Paths(node)
         node_paths.make()
