@@ -8,7 +8,7 @@ import logging
 
 import KSR  # provided by app_python3 inside Kamailio
 
-from rtpctl import Client
+from rtpctl import Client, NodeSet
 from twinning import licence, numbers
 from twinning.config import KAMAILIO, SiteConfig, load as load_config
 
@@ -77,8 +77,12 @@ class Handler:
         self.call_log = CallLog(queue_write)
         self.writer = BatchWriter(self.store)
         self.unwritten: list[tuple[str, list]] = []
+        engines = [(e.host, e.port) for e in cfg.rtpengines]
         media = Media(lambda: Client(cfg.rtpengine_ng.host, cfg.rtpengine_ng.port,
-                                     timeout=NG_TIMEOUT_S, retries=NG_RETRIES))
+                                     timeout=NG_TIMEOUT_S, retries=NG_RETRIES),
+                      (lambda: NodeSet.from_addresses(engines, timeout=NG_TIMEOUT_S,
+                                                      retries=NG_RETRIES))
+                      if len(engines) > 1 else None)
         calls = CallStore(Htable(CALL_HTABLE), self.call_log)
         self.metrics = Metrics()
         self.admission = Admission(cfg, self.metrics)

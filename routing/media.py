@@ -17,7 +17,7 @@ from typing import Callable
 
 import KSR
 
-from rtpctl import AnswerOptions, Client, OfferOptions
+from rtpctl import AnswerOptions, Client, NodeSet, OfferOptions
 
 from .handoff.sdp import is_secure_contact, placeholder_sdp
 from .kemi import pv
@@ -64,15 +64,31 @@ def next_hop_secure() -> bool:
 
 
 class Media:
-    def __init__(self, client_factory: Callable[[], Client]):
+    """set_factory: the proxy's rtpengines when it has several (a cluster's set,
+    rtpctl.NodeSet): the handoff's commands go to the one that holds the call, as the
+    rtpengine module's own do (its hash picks the same one for a Call-ID)."""
+
+    def __init__(self, client_factory: Callable[[], Client],
+                 set_factory: Callable[[], NodeSet] | None = None):
         self._factory = client_factory
         self._client = None
+        self._set_factory = set_factory
+        self._set: NodeSet | None = None
 
     @property
     def client(self) -> Client:
         if self._client is None:            # lazily, after the fork
             self._client = self._factory()
         return self._client
+
+    def _for(self, call_id: str) -> Client:
+        """The client of the rtpengine that has the call (the only one, when there is one)."""
+        if self._set_factory is None:
+            return self.client
+        if self._set is None:
+            self._set = self._set_factory()
+        node = self._set.locate(call_id)
+        return node.client if node is not None else self.client
 
     # ---- the rtpengine module, for the request being routed --------------------------------
     @staticmethod
@@ -105,17 +121,19 @@ class Media:
         """Ports for a device that is to take the call: an offer on the far end's call with
         a fresh helper tag; the far end and the current device are not disturbed. secure:
         the device is a phone on TLS (SRTP toward it)."""
-        return self.client.offer(call_id, helper_tag, placeholder_sdp(str(int(time.time()))),
-                                 offer_options(secure, via_branch=via_branch)).sdp
+        return self._for(call_id).offer(call_id, helper_tag,
+                                        placeholder_sdp(str(int(time.time()))),
+                                        offer_options(secure, via_branch=via_branch)).sdp
 
     def switch(self, call_id: str, far_tag: str, new_tag: str, new_sdp: str, via_branch: str,
                old_tag: str) -> float:
         """The far end's stream to the new device (its ports stay: port latching), the old
         device out. Returns the milliseconds it took."""
         started = time.perf_counter()
-        self.client.answer(call_id, far_tag, new_tag, new_sdp,
-                           AnswerOptions(via_branch=via_branch, port_latching=True, **MEDIA))
-        self.client.delete(call_id, from_tag=far_tag, to_tag=old_tag, delete_delay=0)
+        client = self._for(call_id)
+        client.answer(call_id, far_tag, new_tag, new_sdp,
+                      AnswerOptions(via_branch=via_branch, port_latching=True, **MEDIA))
+        client.delete(call_id, from_tag=far_tag, to_tag=old_tag, delete_delay=0)
         return (time.perf_counter() - started) * 1000
 
     def answer_for(self, call_id: str, offer_tag: str, offer_sdp: str, answer_tag: str,
@@ -123,17 +141,17 @@ class Media:
         """An offer from one side answered with the other side's last SDP, every port kept:
         how the proxy answers a far end's re-INVITE."""
         self.reoffer(call_id, offer_tag, offer_sdp, answer_tag, answerer_secure)
-        return self.client.answer(call_id, offer_tag, answer_tag, answer_sdp,
-                                  AnswerOptions(port_latching=True, **MEDIA)).sdp
+        return self._for(call_id).answer(call_id, offer_tag, answer_tag, answer_sdp,
+                                         AnswerOptions(port_latching=True, **MEDIA)).sdp
 
     def reoffer(self, call_id: str, from_tag: str, sdp: str, to_tag: str,
                 toward_secure: bool = False) -> str:
         """An offer within the call, every port kept (port latching): the SDP for the other
         side, e.g. the re-INVITE that takes back a hold. toward_secure: that side is a
         phone on TLS."""
-        return self.client.offer(call_id, from_tag, sdp,
-                                 offer_options(toward_secure, extra={"to-tag": to_tag},
-                                               port_latching=True)).sdp
+        return self._for(call_id).offer(call_id, from_tag, sdp,
+                                        offer_options(toward_secure, extra={"to-tag": to_tag},
+                                                      port_latching=True)).sdp
 
     # ---- a twin leg's confirmation (routing.confirm) -----------------------------------------
     def hold_for_confirmation(self, call_id: str, caller_tag: str, leg_tag: str, leg_sdp: str,
@@ -141,7 +159,7 @@ class Media:
         """The answered leg's media is set up (its branch of the caller's offer) but kept from
         the caller, audio and DTMF both, while the prompt plays to the leg. rtpengine still
         sees the leg's DTMF and reports it (--dtmf-log-dest)."""
-        c = self.client
+        c = self._for(call_id)
         c.answer(call_id, caller_tag, leg_tag, leg_sdp,
                  AnswerOptions(via_branch=via_branch, **MEDIA))
         c.block_media(call_id, from_tag=leg_tag)
@@ -151,12 +169,12 @@ class Media:
     def release_confirmed(self, call_id: str, leg_tag: str) -> None:
         """The leg pressed 1: the prompt stops and its audio reaches the caller (its DTMF a
         moment later: the caller is not to hear the key)."""
-        c = self.client
+        c = self._for(call_id)
         c.stop_media(call_id, leg_tag)
         c.unblock_media(call_id, from_tag=leg_tag)
 
     def delete(self, call_id: str, helper_tag: str = "") -> None:
         if helper_tag:
-            self.client.delete(call_id, from_tag=helper_tag, delete_delay=0)
+            self._for(call_id).delete(call_id, from_tag=helper_tag, delete_delay=0)
         else:
-            self.client.delete(call_id, delete_delay=0)
+            self._for(call_id).delete(call_id, delete_delay=0)

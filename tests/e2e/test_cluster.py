@@ -16,6 +16,7 @@ from lab.calls import CALLER_NAME, CALLER_NUM, SUB_DID, SUB_EXT, setup_subscribe
 from lab.residue import assert_no_residue, residue
 from lab.rtp import wait_for
 from tests.support.phones import assert_two_way
+from tests.support.pjsip_scenarios import Answered, held_code_to_mobile
 from twinctl import rpc
 from twinctl import stack as stack_mod
 from twinning import config as site_config
@@ -122,4 +123,30 @@ def test_given_a_call_set_up_through_a_when_its_bye_comes_through_b_then_both_en
     assert bye and b.proxy_address in bye[0].header("Via"), "the BYE did not come through B"
     desk_call.wait("disconnected")
     assert caller.received("200")
+    clean_everywhere(nodes)
+
+
+def test_given_a_call_set_up_through_a_when_the_desk_dials_the_code_through_b_then_the_mobile_takes_it(  # noqa: E501
+        cluster, nodes, cdb, phones):
+    """The handoff asked for through the other proxy: B finds the call's state (replicated
+    from A), rings the mobile through its own twin leg, and switches the media on the
+    rtpengine that has the call; the far end's BYE then comes through A."""
+    a, b = nodes
+    setup_subscriber(cdb, cluster)
+    desk = phones("desk", DESK, 5061)
+    desk.register(SUB_EXT, "secret1", at(a))
+    desk.on_incoming(answer_after_ms=300)
+    mobile = phones("mobile", TRUNK, 5060)
+    far = phones("far", TRUNK, 5071, uri=f'"{CALLER_NAME}" <sip:{CALLER_NUM}@{TRUNK}>')
+    far_call = far.make_call(f"sip:{DID_DIALLED}@{at(a)}")
+    far_call.wait("confirmed")
+    desk_call = desk.incoming()
+    assert mobile.incoming().wait("disconnected")[0] == 487
+    call = Answered(far, desk, mobile, far_call, desk_call)
+    mobile_call = held_code_to_mobile(call, b)
+    assert b.proxy_address in mobile.received("INVITE")[-1].header("Via")
+    assert_two_way(far_call, mobile_call)
+    far_call.hangup()
+    assert far_call.wait("disconnected")[0] == 200
+    mobile_call.wait("disconnected")
     clean_everywhere(nodes)
