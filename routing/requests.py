@@ -13,14 +13,13 @@ MAX_HOPS = 10
 
 
 class RequestRoutes:
-    def __init__(self, media, handoff, legs, cfg=None):
+    def __init__(self, media, handoff, legs, cfg):
         self.media = media
         self.handoff = handoff
         self.legs = legs
-        cluster = getattr(cfg, "cluster", None)
         # The peers of a cluster (docs/cluster.md) and the port their KDMQ requests come to.
-        self.peers = frozenset(cfg.peers) if cluster else frozenset()
-        self.dmq_port = str(cluster.dmq_port) if cluster else ""
+        self.peers = frozenset(cfg.peers)
+        self.dmq_port = str(cfg.cluster.dmq_port) if cfg.cluster else ""
 
     def cluster_message(self, method: str) -> bool:
         """KDMQ: a peer's replication (dialogs, htable entries, the node list), handled by

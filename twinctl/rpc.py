@@ -16,8 +16,7 @@ _counter = itertools.count()
 
 
 def fifo_path(cfg: SiteConfig) -> Path:
-    run = cfg.state_dir / "run" / cfg.node if cfg.node else cfg.state_dir / "run"
-    return run / "kamailio_rpc.fifo"
+    return cfg.node_dir("run") / "kamailio_rpc.fifo"
 
 
 def proxies(cfg: SiteConfig) -> list[SiteConfig]:

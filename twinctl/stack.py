@@ -56,13 +56,12 @@ class Paths:
 
     def __init__(self, cfg: SiteConfig):
         root = cfg.state_dir
-        node = cfg.node
         self.root = root
         self.pgdata = root / "pgdata"
-        self.run = root / "run" / node if node else root / "run"
+        self.run = cfg.node_dir("run")
         self.pgsock = root / "run" / "pg"
-        self.log = root / "log" / node if node else root / "log"
-        self.etc = root / "etc" / node if node else root / "etc"
+        self.log = cfg.node_dir("log")
+        self.etc = cfg.node_dir("etc")
         self.kamailio_cfg = self.etc / "kamailio.cfg"
         self.kamailio_env = self.etc / "kamailio.env"
         self.rtpengine_conf = self.etc / "rtpengine.conf"

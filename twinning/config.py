@@ -136,6 +136,11 @@ class SiteConfig:
     def sip_domain(self) -> str:
         return self.cluster.domain if self.cluster else self.proxy_address
 
+    def node_dir(self, kind: str) -> Path:
+        """The state dir's `kind` folder (run, log, etc) of this daemon: a cluster node has
+        its own below the site's."""
+        return self.state_dir / kind / self.node if self.node else self.state_dir / kind
+
     @property
     def rtpengines(self) -> tuple[HostPort, ...]:
         return self.rtpengine_set or (self.rtpengine_ng,)
