@@ -32,14 +32,20 @@ def cfg():
     return site_config.load(TEST_CONFIG)
 
 
-@pytest.fixture(scope="session")
-def stack(cfg):
-    """The whole stack up, from scratch; down at the end of the session."""
+def fresh_stack(cfg):
+    """The whole stack of `cfg` (a cluster's: every node) up from an empty state dir, until
+    the generator is closed."""
     stack_mod.remove_state(cfg)
     rows = stack_mod.up(cfg, log=lambda *_: None)
     assert all(h.ok for h in rows), rows
     yield cfg
     stack_mod.down(cfg, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def stack(cfg):
+    """The whole stack up, from scratch; down at the end of the session."""
+    yield from fresh_stack(cfg)
 
 
 @pytest.fixture

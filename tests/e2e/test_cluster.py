@@ -4,7 +4,6 @@ A is reached through B; a call set up through A is known to B (dialog and call s
 BYE may come through B. Every test ends with the residue check on every proxy."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import psycopg
@@ -15,8 +14,10 @@ from lab import sipp
 from lab.calls import CALLER_NAME, CALLER_NUM, SUB_DID, SUB_EXT, setup_subscriber
 from lab.residue import assert_no_residue, residue
 from lab.rtp import wait_for
+from tests.conftest import fresh_stack
 from tests.support.phones import assert_two_way
-from tests.support.pjsip_scenarios import Answered, held_code_to_mobile
+from tests.support.pjsip_scenarios import (answered_on_the_desk, far_end_hangs_up,
+                                           held_code_to_mobile)
 from twinctl import rpc
 from twinctl import stack as stack_mod
 from twinning import config as site_config
@@ -31,12 +32,7 @@ DID_DIALLED = SUB_DID.removeprefix("+1")
 
 @pytest.fixture(scope="module")
 def cluster():
-    cfg = site_config.load(CLUSTER_CONFIG)
-    stack_mod.remove_state(cfg)
-    rows = stack_mod.up(cfg, log=lambda *_: None)
-    assert all(h.ok for h in rows), rows
-    yield cfg
-    stack_mod.down(cfg, log=lambda *_: None)
+    yield from fresh_stack(site_config.load(CLUSTER_CONFIG))
 
 
 @pytest.fixture
@@ -58,6 +54,14 @@ def at(node) -> str:
     return f"{node.proxy_address}:{node.proxy_port}"
 
 
+def desk_registered_at(node, cluster, cdb, phones):
+    """The subscriber in place, its desk phone registered through `node`."""
+    setup_subscriber(cdb, cluster)
+    desk = phones("desk", DESK, 5061)
+    desk.register(SUB_EXT, "secret1", at(node))
+    return desk
+
+
 def clean_everywhere(nodes) -> None:
     for node in nodes:
         assert_no_residue(node)
@@ -76,31 +80,18 @@ def test_given_the_cluster_is_up_then_health_shows_every_node_and_each_proxy_see
 def test_given_a_desk_registered_through_a_when_the_trunk_calls_through_b_then_the_desk_answers(
         cluster, nodes, cdb, phones):
     a, b = nodes
-    setup_subscriber(cdb, cluster)
-    desk = phones("desk", DESK, 5061)
-    desk.register(SUB_EXT, "secret1", at(a))
-    desk.on_incoming(answer_after_ms=300)
-    mobile = phones("mobile", TRUNK, 5060)
-    far = phones("far", TRUNK, 5071, uri=f'"{CALLER_NAME}" <sip:{CALLER_NUM}@{TRUNK}>')
-    far_call = far.make_call(f"sip:{DID_DIALLED}@{at(b)}")
-    far_call.wait("confirmed")
-    desk_call = desk.incoming()
-    assert mobile.incoming().wait("disconnected")[0] == 487
-    invite = desk.received("INVITE")[0]
+    call = answered_on_the_desk(b, phones, desk_registered_at(a, cluster, cdb, phones),
+                                trunk=TRUNK)
+    invite = call.desk.received("INVITE")[0]
     assert b.proxy_address in invite.header("Record-Route")      # B rang the desk
-    assert_two_way(far_call, desk_call)
-    far_call.hangup()
-    assert far_call.wait("disconnected")[0] == 200
-    desk_call.wait("disconnected")
+    far_end_hangs_up(call, call.desk_call)
     clean_everywhere(nodes)
 
 
 def test_given_a_call_set_up_through_a_when_its_bye_comes_through_b_then_both_ends_are_released(
         cluster, nodes, cdb, phones, logdir):
     a, b = nodes
-    setup_subscriber(cdb, cluster)
-    desk = phones("desk", DESK, 5061)
-    desk.register(SUB_EXT, "secret1", at(a))
+    desk = desk_registered_at(a, cluster, cdb, phones)
     desk.on_incoming(answer_after_ms=200)
     phones("mobile", TRUNK, 5060)                                # rings until CANCELled
     caller = sipp.Agent("caller", "uac/call_bye_elsewhere.xml", TRUNK, 5072, remote=at(a),
@@ -132,21 +123,10 @@ def test_given_a_call_set_up_through_a_when_the_desk_dials_the_code_through_b_th
     from A), rings the mobile through its own twin leg, and switches the media on the
     rtpengine that has the call; the far end's BYE then comes through A."""
     a, b = nodes
-    setup_subscriber(cdb, cluster)
-    desk = phones("desk", DESK, 5061)
-    desk.register(SUB_EXT, "secret1", at(a))
-    desk.on_incoming(answer_after_ms=300)
-    mobile = phones("mobile", TRUNK, 5060)
-    far = phones("far", TRUNK, 5071, uri=f'"{CALLER_NAME}" <sip:{CALLER_NUM}@{TRUNK}>')
-    far_call = far.make_call(f"sip:{DID_DIALLED}@{at(a)}")
-    far_call.wait("confirmed")
-    desk_call = desk.incoming()
-    assert mobile.incoming().wait("disconnected")[0] == 487
-    call = Answered(far, desk, mobile, far_call, desk_call)
+    call = answered_on_the_desk(a, phones, desk_registered_at(a, cluster, cdb, phones),
+                                trunk=TRUNK)
     mobile_call = held_code_to_mobile(call, b)
-    assert b.proxy_address in mobile.received("INVITE")[-1].header("Via")
-    assert_two_way(far_call, mobile_call)
-    far_call.hangup()
-    assert far_call.wait("disconnected")[0] == 200
-    mobile_call.wait("disconnected")
+    assert b.proxy_address in call.mobile.received("INVITE")[-1].header("Via")
+    assert_two_way(call.far_call, mobile_call)
+    far_end_hangs_up(call, mobile_call)
     clean_everywhere(nodes)

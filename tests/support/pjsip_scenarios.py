@@ -55,17 +55,18 @@ class Answered:
     origin: str = "did"
 
 
-def answered_on_the_desk(cfg, phones, desk: Optional[Phone] = None) -> Answered:
+def answered_on_the_desk(cfg, phones, desk: Optional[Phone] = None,
+                         trunk: str = TRUNK_IP) -> Answered:
     """The far end calls the DID; the twin ring rings the desk and the mobile; the desk
     answers, the mobile's ringing is CANCELled; both ways of audio are checked. `desk`: a
-    registered desk phone of the test's own (default: a plain one on UDP)."""
+    registered desk phone of the test's own (default: a plain one on UDP); `trunk`: the
+    carrier's address (the far end and the mobile behind it) when not the test stack's."""
     if desk is None:
         desk = phones("desk", DESK_IPS[0], 5061)
         desk.register(SUB_EXT, "secret1", proxy(cfg))
     desk.on_incoming(answer_after_ms=300)
-    mobile = phones("mobile", TRUNK_IP, MOBILE_PORT)             # rings until CANCELled
-    far = phones("far", TRUNK_IP, CALLER_PORT,
-                 uri=f'"{CALLER_NAME}" <sip:{CALLER_NUM}@{TRUNK_IP}>')
+    mobile = phones("mobile", trunk, MOBILE_PORT)                # rings until CANCELled
+    far = phones("far", trunk, CALLER_PORT, uri=f'"{CALLER_NAME}" <sip:{CALLER_NUM}@{trunk}>')
     far_call = far.make_call(f"sip:{DID_DIALLED}@{proxy(cfg)}")
     far_call.wait("confirmed")
     desk_call = desk.incoming()
