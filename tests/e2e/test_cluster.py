@@ -4,6 +4,10 @@ A is reached through B; a call set up through A is known to B (dialog and call s
 BYE may come through B. Every test ends with the residue check on every proxy."""
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import time
 from pathlib import Path
 
 import psycopg
@@ -11,13 +15,14 @@ import pytest
 from psycopg.rows import dict_row
 
 from lab import sipp
-from lab.calls import CALLER_NAME, CALLER_NUM, SUB_DID, SUB_EXT, setup_subscriber
+from lab.calls import CALLER_NAME, CALLER_NUM, SUB_DID, SUB_EXT, party, setup_subscriber
 from lab.residue import assert_no_residue, residue
 from lab.rtp import wait_for
 from tests.conftest import fresh_stack
 from tests.support.phones import assert_two_way
-from tests.support.pjsip_scenarios import (answered_on_the_desk, far_end_hangs_up,
-                                           held_code_to_mobile)
+from tests.support.pjsip_scenarios import (Answered, answered_on_the_desk, desk_takes_it_back,
+                                           far_end_hangs_up, held_code_to_mobile,
+                                           refer_to_mobile)
 from twinctl import rpc
 from twinctl import stack as stack_mod
 from twinning import config as site_config
@@ -129,4 +134,146 @@ def test_given_a_call_set_up_through_a_when_the_desk_dials_the_code_through_b_th
     assert b.proxy_address in call.mobile.received("INVITE")[-1].header("Via")
     assert_two_way(call.far_call, mobile_call)
     far_end_hangs_up(call, mobile_call)
+    clean_everywhere(nodes)
+
+
+# ---- a proxy dies mid-call ---------------------------------------------------------------------
+
+@pytest.fixture
+def revive(cluster):
+    """Whatever a test killed is started again at its end (up starts only what is not
+    running), so the next test has the whole cluster."""
+    yield
+    rows = stack_mod.up(cluster, log=lambda *_: None)
+    assert all(h.ok for h in rows), rows
+
+
+def kill_proxy(node) -> float:
+    """SIGKILL to the node's Kamailio, every process of it (a machine that dies: no BYE, no
+    DMQ goodbye); returns when it stopped answering."""
+    pid = int(stack_mod.Paths(node).kamailio_pid.read_text())
+    os.killpg(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: stack_mod.sip_options(node, timeout=0.2) is None, 5, "the proxy to die")
+    return killed
+
+
+def failover_caller(first, second):
+    """The carrier's caller (SIPp, with an RTP probe): calls the DID through `first`, talks,
+    and when nudged hangs up there, or (no answer in 2 s) through `second`."""
+    return party("caller", "uac/call_bye_failover.xml", TRUNK, 5072, remote=at(first),
+                 dial=DID_DIALLED, caller=CALLER_NUM, caller_name=CALLER_NAME,
+                 next_host=second.proxy_address, next_port=second.proxy_port)
+
+
+def nudge(caller, call_id: str) -> float:
+    """Tell the failover caller to hang up now (an OPTIONS of its call); returns when."""
+    port = caller.agent.port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((TRUNK, 0))
+        sock.sendto((f"OPTIONS sip:{CALLER_NUM}@{TRUNK}:{port} SIP/2.0\r\n"
+                     f"Via: SIP/2.0/UDP {TRUNK}:{sock.getsockname()[1]};branch=z9hG4bK-nudge\r\n"
+                     f"From: <sip:test@{TRUNK}>;tag=nudge\r\nTo: <sip:{CALLER_NUM}@{TRUNK}>\r\n"
+                     f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                     "Content-Length: 0\r\n\r\n").encode(), (TRUNK, port))
+    return time.monotonic()
+
+
+def longest_silence(probe, start: float, end: float) -> float:
+    """The longest time between two RTP packets the probe received in [start, end] (seconds),
+    the edges counted: what its user heard as a gap."""
+    times = [start] + sorted(a.at for a in probe.arrivals if start <= a.at <= end) + [end]
+    return max(b - a for a, b in zip(times, times[1:]))
+
+
+def media_from_the_desk_side(caller, since: float) -> int:
+    return sum(1 for a in caller.probe.arrivals if a.at >= since)
+
+
+def a_call_through(a, b, cluster, cdb, phones, logdir):
+    """The failover caller calls the DID through A, the desk (registered through A) answers,
+    the caller's probe talks; returns (caller, desk, desk's call, mobile)."""
+    desk = desk_registered_at(a, cluster, cdb, phones)
+    desk.on_incoming(answer_after_ms=200)
+    mobile = phones("mobile", TRUNK, 5060)                       # rings until CANCELled
+    caller = failover_caller(a, b)
+    sipp.start([caller.agent], logdir)
+    desk_call = desk.incoming()
+    desk_call.wait("confirmed")
+    caller.probe.talk_to(*caller.media_from("200"))
+    wait_for(lambda: media_from_the_desk_side(caller, time.monotonic() - 1) > 45, 5,
+             "a second of the desk's media at the caller")
+    return caller, desk, desk_call, mobile
+
+
+def hang_up_after_failover(caller, call_id: str) -> float:
+    """The caller, nudged, hangs up: its BYE to A goes unanswered, the one to B is answered
+    200. Returns the seconds from its first BYE to that 200 (SIPp's own trace times)."""
+    nudge(caller, call_id)
+    sipp.wait([caller.agent], 20)
+    byes = caller.agent.sent_at("BYE")
+    answered = caller.agent.sent_at("200", direction="received")[-1]
+    assert byes[-1] - byes[0] >= 1.9, f"the BYE was not retried through B: sent at {byes}"
+    return answered - byes[0]
+
+
+def test_given_a_call_through_a_when_a_dies_then_the_media_goes_on_and_the_bye_through_b_ends_it(  # noqa: E501
+        cluster, nodes, cdb, phones, logdir, revive):
+    """Proxy A is killed while its call talks: the media (rtpengine's) does not notice; the
+    caller's BYE to A goes unanswered, its retry through B (an SRV pair's second target) is
+    relayed to the desk from B and answered; nothing is left on B, nor on A once restarted."""
+    a, b = nodes
+    caller, desk, desk_call, _ = a_call_through(a, b, cluster, cdb, phones, logdir)
+    try:
+        killed = kill_proxy(a)
+        time.sleep(1.5)
+        silence = longest_silence(caller.probe, killed - 0.5, time.monotonic())
+        assert silence < 0.2, f"the caller heard {silence:.3f} s of silence when A died"
+        took = hang_up_after_failover(caller, desk_call.call_id)
+        desk_call.wait("disconnected")
+        bye = desk.received("BYE")
+        assert bye and b.proxy_address in bye[-1].header("Via"), "the BYE did not come from B"
+        print(f"proxy A killed: longest silence {silence * 1000:.0f} ms; "
+              f"BYE answered through B {took:.2f} s after the caller's first")
+    finally:
+        caller.probe.close()
+    # B's replication messages to the dead A (KDMQ) are transactions that time out only
+    # after fr_timer (5 s): the wait allows for the last of them.
+    assert_no_residue(b, timeout=15)
+    stack_mod.up(cluster, log=lambda *_: None)
+    clean_everywhere(nodes)
+
+
+def test_given_a_handed_off_call_when_a_dies_then_b_hands_it_back_and_hangs_it_up(
+        cluster, nodes, cdb, phones, logdir, revive):
+    """The call is handed to the mobile through A (transfer to the code); A is killed; the
+    desk takes the call back through B (B ends the mobile's leg A made, and moves the media
+    on the rtpengine that has it); the caller's BYE fails over to B and ends the desk's new
+    call. Media measured across the death of A."""
+    a, b = nodes
+    caller, desk, desk_call, mobile = a_call_through(a, b, cluster, cdb, phones, logdir)
+    try:
+        call = Answered(far=None, desk=desk, mobile=mobile, far_call=None, desk_call=desk_call)
+        mobile_call = refer_to_mobile(call, a)
+        killed = kill_proxy(a)
+        time.sleep(1.0)
+        silence = longest_silence(caller.probe, killed - 0.5, time.monotonic())
+        assert silence < 0.2, f"the caller heard {silence:.3f} s of silence when A died"
+        assert mobile_call.state == "confirmed"
+        back = desk_takes_it_back(call, b)
+        assert b.proxy_address in mobile.received("BYE")[-1].header("Via"), \
+            "the mobile's leg (made by A) was not ended by B"
+        since = time.monotonic()
+        time.sleep(1.0)
+        assert media_from_the_desk_side(caller, since) > 35, "no media from the desk again"
+        took = hang_up_after_failover(caller, desk_call.call_id)
+        back.wait("disconnected")
+        print(f"proxy A killed after the handoff: longest silence {silence * 1000:.0f} ms; "
+              f"BYE answered through B {took:.2f} s after the caller's first")
+    finally:
+        caller.probe.close()
+    # B's replication messages to the dead A (KDMQ) are transactions that time out only
+    # after fr_timer (5 s): the wait allows for the last of them.
+    assert_no_residue(b, timeout=15)
+    stack_mod.up(cluster, log=lambda *_: None)
     clean_everywhere(nodes)
