@@ -15,6 +15,7 @@ from twinning.config import KAMAILIO, SiteConfig, load as load_config
 from . import decisions as rules
 from .calls import CallStore
 from .decisions import Dialled
+from .engines import Engine, EngineWatch, rpc_enable_request
 from .handoff.routes import HandoffRoutes
 from .handoff.state import LEG_PREFIX
 from .kemi import DONE, Htable, guarded, pv, reply
@@ -56,6 +57,7 @@ class Handler:
         self.cfg = cfg
         self.realm = cfg.sip_domain
         self.store: SubscriberStore | None = None
+        self.engine_watch: EngineWatch | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     def child_init(self, rank: int) -> int:
@@ -259,6 +261,17 @@ class Handler:
         self.legs.confirm.tick()
         return 1
 
+    @guarded
+    def ksr_rtimer_engines(self, msg, *_event) -> int:
+        """rtimer process of a cluster's proxy: the rtpengine watch (routing.engines)."""
+        if self.engine_watch is None:
+            self.engine_watch = EngineWatch(
+                [Engine(f"udp:{e.host}:{e.port}", Client(e.host, e.port))
+                 for e in self.cfg.rtpengines],
+                module_enable, lambda text: KSR.warn(text + "\n"))
+        self.engine_watch.tick()
+        return 1
+
     # ---- the background writer ---------------------------------------------------------------
     @guarded
     def ksr_rtimer_dbwrites(self, msg, *_event) -> int:
@@ -278,6 +291,17 @@ class Handler:
             self.unwritten = items[-100000:]
             KSR.warn(f"call log: {len(items)} writes waiting, database unreachable: {exc}\n")
         return 1
+
+
+def module_enable(url: str, on: bool) -> bool:
+    """rtpengine.enable through jsonrpcs, in this process; True if the module did it."""
+    if KSR.jsonrpcs.exec(rpc_enable_request(url, on)) < 0:
+        return False
+    try:
+        status = json.loads(str(KSR.pv.get("$jsonrpl(body)")))["result"]["status"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return status == ("enable" if on else "disable")
 
 
 def mod_init() -> Handler:

@@ -23,6 +23,7 @@ from tests.support.phones import assert_two_way
 from tests.support.pjsip_scenarios import (Answered, answered_on_the_desk, desk_takes_it_back,
                                            far_end_hangs_up, held_code_to_mobile,
                                            refer_to_mobile)
+from rtpctl import Client
 from twinctl import rpc
 from twinctl import stack as stack_mod
 from twinning import config as site_config
@@ -148,14 +149,18 @@ def revive(cluster):
     assert all(h.ok for h in rows), rows
 
 
-def kill_proxy(node) -> float:
-    """SIGKILL to the node's Kamailio, every process of it (a machine that dies: no BYE, no
-    DMQ goodbye); returns when it stopped answering."""
-    pid = int(stack_mod.Paths(node).kamailio_pid.read_text())
-    os.killpg(pid, signal.SIGKILL)
+def kill(pidfile: Path, answers) -> float:
+    """SIGKILL to a daemon, every process of it (a machine that dies: no BYE, no goodbye to
+    its peers); returns when, once it stopped answering."""
+    os.killpg(int(pidfile.read_text()), signal.SIGKILL)
     killed = time.monotonic()
-    wait_for(lambda: stack_mod.sip_options(node, timeout=0.2) is None, 5, "the proxy to die")
+    wait_for(lambda: not answers(), 5, f"the daemon of {pidfile} to die")
     return killed
+
+
+def kill_proxy(node) -> float:
+    return kill(stack_mod.Paths(node).kamailio_pid,
+                lambda: stack_mod.sip_options(node, timeout=0.2) is not None)
 
 
 def failover_caller(first, second):
@@ -206,15 +211,22 @@ def a_call_through(a, b, cluster, cdb, phones, logdir):
     return caller, desk, desk_call, mobile
 
 
-def hang_up_after_failover(caller, call_id: str) -> float:
-    """The caller, nudged, hangs up: its BYE to A goes unanswered, the one to B is answered
-    200. Returns the seconds from its first BYE to that 200 (SIPp's own trace times)."""
+def hang_up_after(caller, call_id: str) -> float:
+    """The caller, nudged, hangs up; returns the seconds from its first BYE to the 200 that
+    answered it (SIPp's own trace times)."""
     nudge(caller, call_id)
     sipp.wait([caller.agent], 20)
+    return caller.agent.sent_at("200", direction="received")[-1] - \
+        caller.agent.sent_at("BYE")[0]
+
+
+def hang_up_after_failover(caller, call_id: str) -> float:
+    """The caller hangs up with A dead: its BYE to A goes unanswered, the one to B is
+    answered 200 (the time returned)."""
+    took = hang_up_after(caller, call_id)
     byes = caller.agent.sent_at("BYE")
-    answered = caller.agent.sent_at("200", direction="received")[-1]
     assert byes[-1] - byes[0] >= 1.9, f"the BYE was not retried through B: sent at {byes}"
-    return answered - byes[0]
+    return took
 
 
 def test_given_a_call_through_a_when_a_dies_then_the_media_goes_on_and_the_bye_through_b_ends_it(  # noqa: E501
@@ -277,3 +289,69 @@ def test_given_a_handed_off_call_when_a_dies_then_b_hands_it_back_and_hangs_it_u
     assert_no_residue(b, timeout=15)
     stack_mod.up(cluster, log=lambda *_: None)
     clean_everywhere(nodes)
+
+
+# ---- an rtpengine dies -------------------------------------------------------------------------
+
+def sessions(engine) -> list[str]:
+    """The Call-IDs the engine has (none when it is dead)."""
+    if not stack_mod.ng_ping(engine, timeout=0.2):
+        return []
+    with Client(engine.rtpengine_ng.host, engine.rtpengine_ng.port) as ng:
+        return ng.list()
+
+
+def in_the_set(proxy, engine) -> bool:
+    """Whether the proxy's rtpengine module has the engine enabled."""
+    url = f"udp:{engine.rtpengine_ng.host}:{engine.rtpengine_ng.port}"
+    rows = rpc.call(proxy, "rtpengine.show", "all") or []
+    rows = rows if isinstance(rows, list) else [rows]
+    return any(r.get("url") == url and str(r.get("disabled")) == "0" for r in rows)
+
+
+def test_given_a_call_on_an_rtpengine_when_it_dies_then_new_calls_go_to_the_other_at_once(
+        cluster, nodes, cdb, phones, logdir, revive):
+    """The rtpengine that has a call is killed. Both proxies' watches take it out of their
+    set within a second; new calls through A and through B then ring at once, on the other
+    engine, with two-way audio. The call that was on the dead engine has lost its media (no
+    Redis takeover on one host: docs/cluster.md) but hangs up cleanly. The engine, restarted,
+    is put back in both sets. Nothing is left anywhere."""
+    a, b = nodes
+    engines = site_config.cluster_nodes(cluster)[1]
+    caller, desk, desk_call, mobile = a_call_through(a, b, cluster, cdb, phones, logdir)
+    try:
+        victim = next(e for e in engines if desk_call.call_id in sessions(e))
+        survivor = next(e for e in engines if e is not victim)
+        killed = kill(stack_mod.Paths(victim).rtpengine_pid,
+                      lambda: stack_mod.ng_ping(victim, timeout=0.2))
+        for proxy in nodes:
+            wait_for(lambda: not in_the_set(proxy, victim), 5,
+                     f"proxy {proxy.node} to take {victim.node} out")
+        out_after = time.monotonic() - killed
+        rings = []
+        for n, proxy in enumerate(nodes):
+            far = phones(f"far{n}", TRUNK, 5074 + n, uri=f"<sip:{CALLER_NUM}@{TRUNK}>")
+            started = time.monotonic()
+            new_call = far.make_call(f"sip:{DID_DIALLED}@{at(proxy)}")
+            new_call.wait("early", timeout=5)
+            rings.append(time.monotonic() - started)
+            new_call.wait("confirmed")
+            on_desk = desk.incoming(n + 2)
+            assert new_call.call_id in sessions(survivor)
+            assert_two_way(new_call, on_desk)
+            new_call.hangup()
+            on_desk.wait("disconnected")
+        silence = longest_silence(caller.probe, killed, time.monotonic())
+        took = hang_up_after(caller, desk_call.call_id)
+        desk_call.wait("disconnected")
+        print(f"rtpengine {victim.node} killed: out of both sets after {out_after:.2f} s; "
+              f"new calls rang after {', '.join(f'{r * 1000:.0f}' for r in rings)} ms; its "
+              f"call heard nothing for {silence:.1f} s (until hung up, {took:.2f} s BYE)")
+        assert max(rings) < 1.0, rings
+    finally:
+        caller.probe.close()
+    stack_mod.up(cluster, log=lambda *_: None)
+    for proxy in nodes:
+        wait_for(lambda: in_the_set(proxy, victim), 5, f"{victim.node} back in {proxy.node}")
+    clean_everywhere(nodes)
+    assert not sessions(survivor) and not sessions(victim)
