@@ -795,7 +795,9 @@ def health_cluster(cfg: SiteConfig) -> list[Health]:
         options = sip_options(node)
         detail = options or "no answer to OPTIONS"
         ok = options is not None
-        if ok:
+        if ok and not rpc_fifo(node).exists():
+            detail += "; DMQ peers: ask on its own host"      # a provisioned host's peer
+        elif ok:
             peers = dmq_peers(node)
             missing = [a for a in node.peers if a not in peers]
             detail += f"; DMQ peers {', '.join(sorted(peers)) or 'none'}"
@@ -806,6 +808,11 @@ def health_cluster(cfg: SiteConfig) -> list[Health]:
     page = web_ping(cfg)
     rows.append(Health("portal", page is not None, cfg.web.url, page or "no answer on /healthz"))
     return rows
+
+
+def rpc_fifo(node: SiteConfig) -> Path:
+    from . import rpc
+    return rpc.fifo_path(node)
 
 
 def dmq_peers(node: SiteConfig) -> set[str]:

@@ -227,6 +227,7 @@ class ClusterConfig:
     rtpengines: tuple[HostPort, ...]
     dmq_port: int = 5090
     domain: str = ""
+    node: str = ""          # the node this host is (a provisioned host; TWIN_NODE overrides)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -250,8 +251,13 @@ def _cluster(data: dict) -> ClusterConfig | None:
         raise ConfigError("[cluster] rtpengines must list one or more ng sockets (host:port)")
     dmq_port = _port(_optional(data, "cluster", "dmq_port", int, 5090), "[cluster] dmq_port")
     domain = _optional(data, "cluster", "domain", str, proxies[0])
-    return ClusterConfig(tuple(proxies), tuple(HostPort.parse(e, 2223) for e in engines),
-                         dmq_port, domain)
+    node = _optional(data, "cluster", "node", str, "")
+    cluster = ClusterConfig(tuple(proxies), tuple(HostPort.parse(e, 2223) for e in engines),
+                            dmq_port, domain, node)
+    known = (*cluster.names, *(f"rtp{i + 1}" for i in range(len(engines))))
+    if node and node not in known:
+        raise ConfigError(f"[cluster] node must be one of {', '.join(known)}, got {node!r}")
+    return cluster
 
 
 def cluster_nodes(cfg: SiteConfig) -> tuple[list[SiteConfig], list[SiteConfig]]:
@@ -384,7 +390,7 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
         cluster=_cluster(data),
         raw=data,
     )
-    node = os.environ.get("TWIN_NODE")
+    node = os.environ.get("TWIN_NODE") or (cfg.cluster.node if cfg.cluster else "")
     if node and cfg.cluster:
         # A daemon of the cluster (its environment names it): its own view of the site.
         proxies, engines = cluster_nodes(cfg)

@@ -404,3 +404,105 @@ def test_given_the_postgresql_templates_then_only_scram_over_tcp(rendered):
     assert host_lines and all(line[-1] == "scram-sha-256" for line in host_lines)
     conf = render_template("postgresql", "twinning.conf.j2", variables)
     assert f"port = {int(variables['twinning_db_port'])}" in conf
+
+
+# ---- the cluster inventory ---------------------------------------------------------------------
+
+CLUSTER_INVENTORY = ANSIBLE / "inventories" / "cluster" / "hosts.yml"
+CLUSTER_TOML = REPO / "etc" / "cluster.toml"
+
+
+def inventory_hosts(inventory: Path) -> dict[str, dict]:
+    """Each host's variables as Ansible reads the inventory (ansible-inventory --list)."""
+    out = subprocess.run(["ansible-inventory", "-i", str(inventory), "--list"], check=True,
+                         capture_output=True, text=True, cwd=ANSIBLE).stdout
+    return json.loads(out)["_meta"]["hostvars"]
+
+
+@pytest.fixture(scope="module")
+def cluster_hosts(tmp_path_factory, monkeypatch_module):
+    """Per host of the cluster inventory: its variables, and the node view twinctl loads from
+    the site config rendered for it (no TWIN_NODE: the file's own `node`)."""
+    monkeypatch_module.delenv("TWIN_NODE", raising=False)
+    hosts = {}
+    for name, hostvars in inventory_hosts(CLUSTER_INVENTORY).items():
+        state = tmp_path_factory.mktemp(name)
+        variables = all_variables(**hostvars, inventory_hostname=name,
+                                  twinning_state_dir=str(state))
+        path = state / "twinning.toml"
+        path.write_text(render_site_config(variables))
+        hosts[name] = (variables, site_config.load(path))
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    patch = pytest.MonkeyPatch()
+    yield patch
+    patch.undo()
+
+
+def reference_nodes() -> dict[str, site_config.SiteConfig]:
+    proxies, engines = site_config.cluster_nodes(site_config.load(CLUSTER_TOML))
+    return {n.node: n for n in (*proxies, *engines)}
+
+
+def test_given_the_cluster_inventory_then_it_has_two_proxies_two_rtpengines_one_database(
+        cluster_hosts):
+    runs = {name: sorted(v["twinning_services"]) for name, (v, _) in cluster_hosts.items()}
+    assert sorted(runs.values()) == [["database"], ["proxy"], ["proxy"], ["rtpengine"],
+                                     ["rtpengine"]]
+    assert [n for n, (v, _) in cluster_hosts.items() if v["twinning_web_enabled"]] == ["proxy-a"]
+
+
+def test_given_each_host_of_the_cluster_inventory_then_its_node_is_the_one_etc_cluster_toml_makes(
+        cluster_hosts):
+    """The same topology as `twinctl stack up --cluster` runs on one machine: each host's
+    daemon listens where the same node of etc/cluster.toml does, with the same peers and
+    rtpengine set."""
+    reference = reference_nodes()
+    seen = set()
+    for name, (variables, cfg) in cluster_hosts.items():
+        if "database" in variables["twinning_services"]:
+            assert (cfg.db_host, cfg.db_port) == (reference["a"].db_host, reference["a"].db_port)
+            continue
+        ref = reference[cfg.node]
+        seen.add(cfg.node)
+        assert (cfg.proxy_address, cfg.rtpengine_ng, cfg.rtpengines, cfg.peers,
+                cfg.metrics_kamailio, cfg.metrics_rtpengine, cfg.rtpengine_dtmf) == (
+            ref.proxy_address, ref.rtpengine_ng, ref.rtpengines, ref.peers,
+            ref.metrics_kamailio, ref.metrics_rtpengine, ref.rtpengine_dtmf), name
+        assert cfg.cluster.dmq_port == ref.cluster.dmq_port
+    assert seen == set(reference)
+
+
+def test_given_a_cluster_host_then_its_roles_check_and_read_the_files_twinctl_renders_for_its_node(
+        cluster_hosts):
+    for name, (variables, cfg) in cluster_hosts.items():
+        paths = Paths(cfg)
+        if "proxy" in variables["twinning_services"]:
+            drop_in = unit(render_template("kamailio", "override.conf.j2", variables))
+            assert drop_in["Service"]["EnvironmentFile"] == str(paths.kamailio_env), name
+            assert variables["kamailio_metrics_listen"] == str(cfg.metrics_kamailio), name
+        if "rtpengine" in variables["twinning_services"]:
+            assert variables["rtpengine_config_file"].strip() == str(paths.rtpengine_conf), name
+            assert variables["rtpengine_metrics_listen"].strip() == str(cfg.metrics_rtpengine)
+
+
+def test_given_the_cluster_inventory_then_the_database_lets_every_proxy_in_over_scram(
+        cluster_hosts):
+    variables, _ = cluster_hosts["db1"]
+    hba = render_template("postgresql", "pg_hba.conf.j2", variables)
+    host_lines = [line.split() for line in hba.splitlines() if line.startswith("host")]
+    assert ["host", "twinning", "all", "127.0.0.0/8", "scram-sha-256"] in host_lines
+    public = all_variables(twinning_db_host="10.0.0.9",
+                           twinning_cluster_proxies=["10.0.0.1", "10.0.0.2"])
+    addresses = [e["address"] for e in public["postgresql_hba_entries"]]
+    assert addresses == ["10.0.0.9/32", "10.0.0.1/32", "10.0.0.2/32"]
+
+
+def test_given_the_cluster_inventory_then_the_proxies_copy_the_database_hosts_passwords(
+        cluster_hosts):
+    copies = {n for n, (v, _) in cluster_hosts.items() if v["__twinning_copies_secrets"]
+              in (True, "True")}
+    assert copies == {"proxy-a", "proxy-b"}
