@@ -3,7 +3,7 @@ the active-active layout of rtpengine's wiki (each writes its own Redis database
 subscribes to the other's keyspace, each lists the other's interface) on 127.0.8.x, one call
 set up on rtp1 with two RTP probes. Prints which engine forwards the media while both live,
 what happens to an answer that moves one side (what a handoff does), and what a kill of rtp1
-costs. Needs redis-server (Debian's package). Run as root: /work/main/.venv/bin/python this."""
+costs. Needs redis-server (Debian's package). Run as root: .venv/bin/python -m bench.redis_one_host"""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lab.rtp import RtpProbe, media_address  # noqa: E402
 from rtpctl import Client  # noqa: E402
 
