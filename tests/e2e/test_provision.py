@@ -12,13 +12,9 @@ trunk call twin-rings desk and mobile. The root shares the host's network: its d
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-import shlex
 import shutil
 import ssl
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -27,6 +23,8 @@ import pytest
 from psycopg.rows import dict_row
 
 from lab import calls
+from tests.support.provision import (argv, in_root, load_unit, make_root, owner_of, playbook,
+                                     start, unmount_all, wait_for)
 from twinctl import stack as stack_mod
 from twinning import config as site_config
 
@@ -34,8 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = Path("/var/tmp/twinning-provision-root")
-CACHE = Path("/var/cache/twinning-deploy/bookworm-minbase.tgz")
-MIRROR = "http://deb.debian.org/debian"
+INVENTORY = "ansible/inventories/single/hosts.yml"
 NET = "127.0.9"
 SITE = {"twinning_proxy_address": f"{NET}.1", "twinning_db_host": f"{NET}.1",
         "twinning_db_port": "5439", "twinning_rtpengine_ng": f"{NET}.1:2293",
@@ -47,195 +44,7 @@ SITE = {"twinning_proxy_address": f"{NET}.1", "twinning_db_host": f"{NET}.1",
         "twinning_web_port": "8290"}
 UNITS = ("postgresql@15-main.service", "twinning-db.service", "rtpengine-daemon.service",
          "kamailio.service", "twinning-web.service")
-RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
-
-
-# ---- the root ---------------------------------------------------------------------------------
-
-def mounts() -> list[Path]:
-    return [ROOT / "proc", ROOT / "dev", ROOT / "dev/pts"]
-
-
-def unmount_all() -> None:
-    for point in reversed(mounts()):
-        if os.path.ismount(point):
-            subprocess.run(["umount", "-l", str(point)], check=False)
-
-
-def make_root() -> float:
-    """A fresh minbase root; returns debootstrap's seconds."""
-    unmount_all()
-    shutil.rmtree(ROOT, ignore_errors=True)
-    started = time.monotonic()
-    if not CACHE.exists():
-        CACHE.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["debootstrap", "--variant=minbase", f"--make-tarball={CACHE}",
-                        "bookworm", str(ROOT) + ".mk", MIRROR], check=True,
-                       capture_output=True)
-        shutil.rmtree(str(ROOT) + ".mk", ignore_errors=True)
-    subprocess.run(["debootstrap", "--variant=minbase", f"--unpack-tarball={CACHE}",
-                    "bookworm", str(ROOT), MIRROR], check=True, capture_output=True)
-    subprocess.run(["mount", "-t", "proc", "proc", str(ROOT / "proc")], check=True)
-    subprocess.run(["mount", "--bind", "/dev", str(ROOT / "dev")], check=True)
-    subprocess.run(["mount", "--bind", "/dev/pts", str(ROOT / "dev/pts")], check=True)
-    # This machine reaches the package index through a TLS proxy whose CA only the host
-    # trusts; a server built elsewhere has its own trust store.
-    (ROOT / "etc/ssl/certs").mkdir(parents=True, exist_ok=True)
-    shutil.copy("/etc/ssl/certs/ca-certificates.crt", ROOT / "etc/ssl/certs")
-    local = ROOT / "usr/local/share/ca-certificates"    # kept when ca-certificates rebuilds it
-    local.mkdir(parents=True, exist_ok=True)
-    for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):
-        shutil.copy(crt, local)
-    return time.monotonic() - started
-
-
-def playbook(log: Path) -> tuple[float, dict]:
-    extra = []
-    for key, value in SITE.items():
-        extra += ["-e", f"{key}={value}"]
-    started = time.monotonic()
-    res = subprocess.run(
-        ["ansible-playbook", "-i", "ansible/inventories/single/hosts.yml", "ansible/site.yml",
-         "-e", "ansible_connection=chroot", "-e", f"ansible_host={ROOT}", *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=1500,
-        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"))
-    seconds = time.monotonic() - started
-    log.write_text(res.stdout + res.stderr)
-    recap = RECAP.findall(res.stdout)
-    assert res.returncode == 0 and recap, f"playbook failed, see {log}:\n{res.stdout[-3000:]}"
-    ok, changed, unreachable, failed = map(int, recap[-1])
-    return seconds, {"ok": ok, "changed": changed, "failed": failed + unreachable}
-
-
-def in_root(*argv: str, user: str | None = None, env: dict | None = None,
-            **kw) -> subprocess.CompletedProcess:
-    spec = ["--userspec", f"{user}:{user}"] if user and user != "root" else []
-    environment = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                   *(f"{k}={v}" for k, v in (env or {}).items())]
-    return subprocess.run(["chroot", *spec, str(ROOT), *environment, *argv], **kw)
-
-
-# ---- units ------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Unit:
-    name: str
-    user: str = "root"
-    group: str = ""
-    env: dict = dataclasses.field(default_factory=dict)
-    exec_start: list = dataclasses.field(default_factory=list)
-    exec_stop: list = dataclasses.field(default_factory=list)
-    runtime_dirs: list = dataclasses.field(default_factory=list)
-    service_type: str = "simple"
-
-
-def unit_files(name: str) -> list[Path]:
-    base = name
-    if "@" in name:
-        base = name.split("@")[0] + "@.service"
-    found = []
-    for d in ("lib/systemd/system", "etc/systemd/system"):
-        if (ROOT / d / name).exists():
-            found = [ROOT / d / name]
-        elif (ROOT / d / base).exists() and not found:
-            found = [ROOT / d / base]
-    for d in ("lib/systemd/system", "etc/systemd/system"):
-        found += sorted((ROOT / d / f"{name}.d").glob("*.conf"))
-    assert found, f"no unit {name} in the root"
-    return found
-
-
-def load_unit(name: str) -> Unit:
-    """The unit and its drop-ins merged as systemd does for the keys we run with: an empty
-    ExecStart= resets the list, Environment/EnvironmentFile accumulate, %i is the instance."""
-    unit = Unit(name)
-    instance = name.split("@", 1)[1].rsplit(".", 1)[0] if "@" in name else ""
-    env_files = []
-    for path in unit_files(name):
-        section = ""
-        for raw in path.read_text().splitlines():
-            line = raw.strip()
-            if not line or line.startswith(("#", ";")):
-                continue
-            if line.startswith("["):
-                section = line
-                continue
-            if section != "[Service]" or "=" not in line:
-                continue
-            key, value = (part.strip() for part in line.split("=", 1))
-            value = value.replace("%i", instance).replace("%I", instance.replace("-", "/"))
-            if key in ("ExecStart", "ExecStop"):
-                target = unit.exec_start if key == "ExecStart" else unit.exec_stop
-                if not value:
-                    target.clear()
-                else:
-                    target.append(value.lstrip("-+@!"))
-            elif key == "User":
-                unit.user = value
-            elif key == "Group":
-                unit.group = value
-            elif key == "Type":
-                unit.service_type = value
-            elif key == "Environment":
-                for item in shlex.split(value):
-                    k, _, v = item.partition("=")
-                    unit.env[k] = v
-            elif key == "EnvironmentFile":
-                env_files.append(value)
-            elif key == "RuntimeDirectory":
-                unit.runtime_dirs += value.split()
-    for spec in env_files:
-        optional = spec.startswith("-")
-        for path in sorted(ROOT.glob(spec.lstrip("-").lstrip("/"))):
-            for raw in path.read_text().splitlines():
-                line = raw.strip()
-                if line and not line.startswith("#") and "=" in line:
-                    k, _, v = line.partition("=")
-                    unit.env[k.strip()] = v.strip().strip("'\"")
-        assert optional or list(ROOT.glob(spec.lstrip("/"))), f"{name}: {spec} missing"
-    return unit
-
-
-def argv(unit: Unit, command: str) -> list[str]:
-    expanded = re.sub(r"\$\{(\w+)\}|\$(\w+)",
-                      lambda m: unit.env.get(m.group(1) or m.group(2), ""), command)
-    return shlex.split(expanded)
-
-
-def start(unit: Unit, logdir: Path) -> subprocess.Popen | None:
-    """As systemd would: its runtime directories, its user, its environment, its ExecStart."""
-    for d in unit.runtime_dirs:
-        path = ROOT / "run" / d
-        path.mkdir(parents=True, exist_ok=True)
-        in_root("chown", f"{unit.user}:{unit.group or unit.user}", f"/run/{d}", check=True)
-    assert len(unit.exec_start) == 1, (unit.name, unit.exec_start)
-    cmd = argv(unit, unit.exec_start[0])
-    log = open(logdir / f"{unit.name}.log", "wb")
-    if unit.service_type in ("oneshot", "forking"):
-        res = in_root(*cmd, user=unit.user, env=unit.env, stdout=log, stderr=log, timeout=180)
-        assert res.returncode == 0, f"{unit.name}: {cmd} exited {res.returncode}"
-        return None
-    return subprocess.Popen(
-        ["chroot", *(["--userspec", f"{unit.user}:{unit.group or unit.user}"]
-                     if unit.user != "root" else []), str(ROOT), "env", "-i",
-         "PATH=/usr/sbin:/usr/bin:/sbin:/bin", *(f"{k}={v}" for k, v in unit.env.items()),
-         *cmd], stdout=log, stderr=log, start_new_session=True)
-
-
-def wait_for(ready, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
-    pytest.fail(f"{what} did not answer within {timeout:.0f}s; {log}:\n" + "\n".join(tail))
-
-
-def owner_of(pid: int) -> str:
-    """The process's user as the root names it (its uids are not the host's)."""
-    return in_root("ps", "-o", "user=", "-p", str(pid), capture_output=True,
-                   text=True).stdout.strip()
+CHROOT = {"ansible_connection": "chroot", "ansible_host": str(ROOT)}
 
 
 # ---- the test ---------------------------------------------------------------------------------
@@ -245,17 +54,17 @@ def provisioned_root():
     for tool in ("debootstrap", "ansible-playbook", "systemd-analyze"):
         assert shutil.which(tool), f"{tool} missing: run scripts/install.sh"
     try:
-        yield make_root
+        yield lambda: make_root(ROOT)
     finally:
-        unmount_all()
+        unmount_all(ROOT)
         shutil.rmtree(ROOT, ignore_errors=True)
 
 
 def test_given_a_fresh_debian_root_when_site_yml_is_applied_then_it_takes_calls(
         provisioned_root, logdir):
     boot_s = provisioned_root()
-    first_s, first = playbook(logdir / "ansible-first.log")
-    second_s, second = playbook(logdir / "ansible-second.log")
+    first_s, first = playbook(logdir / "ansible-first.log", [INVENTORY], {**CHROOT, **SITE})
+    second_s, second = playbook(logdir / "ansible-second.log", [INVENTORY], {**CHROOT, **SITE})
     timings = (f"debootstrap {boot_s:.0f}s, fresh provisioning {first_s:.0f}s "
                f"(changed={first['changed']}), second run {second_s:.0f}s")
     (logdir / "timings.txt").write_text(timings + "\n")
@@ -263,10 +72,10 @@ def test_given_a_fresh_debian_root_when_site_yml_is_applied_then_it_takes_calls(
     assert first["failed"] == 0 and first["changed"] > 0
     assert second == {"ok": second["ok"], "changed": 0, "failed": 0}, second
 
-    verify = in_root("systemd-analyze", "verify", "--man=no", *UNITS, capture_output=True, text=True)
+    verify = in_root(ROOT, "systemd-analyze", "verify", "--man=no", *UNITS, capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
 
-    units = {name: load_unit(name) for name in UNITS}
+    units = {name: load_unit(ROOT, name) for name in UNITS}
     assert units["kamailio.service"].user == "kamailio"
     assert units["rtpengine-daemon.service"].user == "rtpengine"
     started: dict[str, subprocess.Popen] = {}
@@ -274,7 +83,7 @@ def test_given_a_fresh_debian_root_when_site_yml_is_applied_then_it_takes_calls(
     cfg = dataclasses.replace(cfg, state_dir=ROOT / "var/lib/twinning")
     try:
         for name in UNITS:
-            proc = start(units[name], logdir)
+            proc = start(ROOT, units[name], logdir)
             if proc:
                 started[name] = proc
         wait_for(lambda: stack_mod.sip_options(cfg) is not None, 30,
@@ -293,10 +102,10 @@ def test_given_a_fresh_debian_root_when_site_yml_is_applied_then_it_takes_calls(
             with urllib.request.urlopen(f"http://{endpoint}/metrics", timeout=5) as reply:
                 assert series in reply.read().decode(errors="replace"), endpoint
         # Each daemon as its own user; no secret on a command line.
-        assert owner_of(started["kamailio.service"].pid) == "kamailio"
-        assert owner_of(started["rtpengine-daemon.service"].pid) == "rtpengine"
+        assert owner_of(ROOT, started["kamailio.service"].pid) == "kamailio"
+        assert owner_of(ROOT, started["rtpengine-daemon.service"].pid) == "rtpengine"
         assert units["twinning-web.service"].user == "twinning-web"
-        assert owner_of(started["twinning-web.service"].pid) == "twinning-web"
+        assert owner_of(ROOT, started["twinning-web.service"].pid) == "twinning-web"
         secrets = [p.read_text().strip() for p in cfg.state_dir.glob("db-password*")]
         assert len(secrets) == 3
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
@@ -328,4 +137,4 @@ def test_given_a_fresh_debian_root_when_site_yml_is_applied_then_it_takes_calls(
             except subprocess.TimeoutExpired:
                 proc.kill()
         pg = units["postgresql@15-main.service"]
-        in_root(*argv(pg, pg.exec_stop[0]), env=pg.env, capture_output=True)
+        in_root(ROOT, *argv(pg, pg.exec_stop[0]), env=pg.env, capture_output=True)
