@@ -15,7 +15,8 @@ import pytest
 from psycopg.rows import dict_row
 
 from lab import sipp
-from lab.calls import CALLER_NAME, CALLER_NUM, SUB_DID, SUB_EXT, party, setup_subscriber
+from lab.calls import (CALLER_NAME, CALLER_NUM, SUB_DID, SUB_EXT, SUB_TWIN, party,
+                       setup_subscriber)
 from lab.residue import assert_no_residue, residue
 from lab.rtp import wait_for
 from tests.conftest import fresh_stack
@@ -25,6 +26,7 @@ from tests.support.pjsip_scenarios import (Answered, answered_on_the_desk, desk_
                                            refer_to_mobile)
 from rtpctl import Client
 from twinctl import rpc
+from twinctl.commands import twin as twin_cmd
 from twinctl import stack as stack_mod
 from twinning import config as site_config
 
@@ -34,6 +36,7 @@ CLUSTER_CONFIG = Path(__file__).resolve().parent.parent / "site-cluster.toml"
 TRUNK = "127.0.6.20"            # the carrier: callers, and the mobile behind it on 5060
 DESK = "127.0.6.30"
 DID_DIALLED = SUB_DID.removeprefix("+1")
+NEW_TWIN = "+16465550177"
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +141,37 @@ def test_given_a_call_set_up_through_a_when_the_desk_dials_the_code_through_b_th
     clean_everywhere(nodes)
 
 
+
+def test_given_both_proxies_cached_the_subscriber_when_its_twin_changes_then_both_ring_the_new_one(
+        cluster, nodes, cdb, phones):
+    """The subscriber cache is each proxy's own, emptied by PostgreSQL's change notification
+    on every proxy: after twinctl gives the subscriber a new twin number, calls through A
+    and through B ring the new number, with no reload."""
+    desk = desk_registered_at(nodes[0], cluster, cdb, phones)
+    desk.on_incoming(answer_after_ms=300)
+    mobile = phones("mobile", TRUNK, 5060)                       # rings until CANCELled
+    far = phones("far", TRUNK, 5071, uri=f'"{CALLER_NAME}" <sip:{CALLER_NUM}@{TRUNK}>')
+    rung = []
+
+    def call_through(proxy) -> None:
+        before = len(mobile.received("INVITE"))
+        far_call = far.make_call(f"sip:{DID_DIALLED}@{at(proxy)}")
+        far_call.wait("confirmed")
+        invites = wait_for(lambda: mobile.received("INVITE")[before:], 5, "the twin leg")
+        rung.append(invites[0].first_line.split()[1].split("@")[0])
+        far_call.hangup()
+        far_call.wait("disconnected")
+
+    for proxy in nodes:                                         # both cache the subscriber
+        call_through(proxy)
+    twin_cmd.set_twin(cdb, SUB_EXT, NEW_TWIN, None)
+    for proxy in nodes:
+        call_through(proxy)
+    assert rung == [f"sip:{SUB_TWIN}"] * 2 + [f"sip:{NEW_TWIN}"] * 2, rung
+    wait_for(lambda: all(c.state == "disconnected" for c in map(desk.incoming, (1, 2, 3, 4))),
+             5, "the desk's calls to end")
+    clean_everywhere(nodes)
+
 # ---- a proxy dies mid-call ---------------------------------------------------------------------
 
 @pytest.fixture
@@ -211,6 +245,25 @@ def a_call_through(a, b, cluster, cdb, phones, logdir):
     return caller, desk, desk_call, mobile
 
 
+def a_dies_while_it_talks(a, caller) -> float:
+    """Kill proxy A under a talking call; returns the longest silence the caller heard
+    around it (asserted to be none: packets every 20 ms)."""
+    killed = kill_proxy(a)
+    time.sleep(1.0)
+    silence = longest_silence(caller.probe, killed - 0.5, time.monotonic())
+    assert silence < 0.2, f"the caller heard {silence:.3f} s of silence when A died"
+    return silence
+
+
+def clean_after_a_died(cluster, nodes) -> None:
+    """Nothing left on B; then A started again, nothing on it either. B's replication
+    messages to the dead A (KDMQ) are transactions that time out only after fr_timer (5 s):
+    the wait allows for the last of them."""
+    assert_no_residue(nodes[1], timeout=15)
+    stack_mod.up(cluster, log=lambda *_: None)
+    clean_everywhere(nodes)
+
+
 def hang_up_after(caller, call_id: str) -> float:
     """The caller, nudged, hangs up; returns the seconds from its first BYE to the 200 that
     answered it (SIPp's own trace times)."""
@@ -237,10 +290,7 @@ def test_given_a_call_through_a_when_a_dies_then_the_media_goes_on_and_the_bye_t
     a, b = nodes
     caller, desk, desk_call, _ = a_call_through(a, b, cluster, cdb, phones, logdir)
     try:
-        killed = kill_proxy(a)
-        time.sleep(1.5)
-        silence = longest_silence(caller.probe, killed - 0.5, time.monotonic())
-        assert silence < 0.2, f"the caller heard {silence:.3f} s of silence when A died"
+        silence = a_dies_while_it_talks(a, caller)
         took = hang_up_after_failover(caller, desk_call.call_id)
         desk_call.wait("disconnected")
         bye = desk.received("BYE")
@@ -249,11 +299,7 @@ def test_given_a_call_through_a_when_a_dies_then_the_media_goes_on_and_the_bye_t
               f"BYE answered through B {took:.2f} s after the caller's first")
     finally:
         caller.probe.close()
-    # B's replication messages to the dead A (KDMQ) are transactions that time out only
-    # after fr_timer (5 s): the wait allows for the last of them.
-    assert_no_residue(b, timeout=15)
-    stack_mod.up(cluster, log=lambda *_: None)
-    clean_everywhere(nodes)
+    clean_after_a_died(cluster, nodes)
 
 
 def test_given_a_handed_off_call_when_a_dies_then_b_hands_it_back_and_hangs_it_up(
@@ -267,10 +313,7 @@ def test_given_a_handed_off_call_when_a_dies_then_b_hands_it_back_and_hangs_it_u
     try:
         call = Answered(far=None, desk=desk, mobile=mobile, far_call=None, desk_call=desk_call)
         mobile_call = refer_to_mobile(call, a)
-        killed = kill_proxy(a)
-        time.sleep(1.0)
-        silence = longest_silence(caller.probe, killed - 0.5, time.monotonic())
-        assert silence < 0.2, f"the caller heard {silence:.3f} s of silence when A died"
+        silence = a_dies_while_it_talks(a, caller)
         assert mobile_call.state == "confirmed"
         back = desk_takes_it_back(call, b)
         assert b.proxy_address in mobile.received("BYE")[-1].header("Via"), \
@@ -284,11 +327,7 @@ def test_given_a_handed_off_call_when_a_dies_then_b_hands_it_back_and_hangs_it_u
               f"BYE answered through B {took:.2f} s after the caller's first")
     finally:
         caller.probe.close()
-    # B's replication messages to the dead A (KDMQ) are transactions that time out only
-    # after fr_timer (5 s): the wait allows for the last of them.
-    assert_no_residue(b, timeout=15)
-    stack_mod.up(cluster, log=lambda *_: None)
-    clean_everywhere(nodes)
+    clean_after_a_died(cluster, nodes)
 
 
 # ---- an rtpengine dies -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 
 from lab import calls
 from tests.support.provision import (argv, in_root, load_unit, make_root, owner_of, playbook,
-                                     start, unmount_all, wait_for)
+                                     start, twin_ring_call, unmount_all, wait_for)
 from twinctl import stack as stack_mod
 from twinning import config as site_config
 
@@ -72,7 +72,8 @@ def test_given_a_fresh_debian_root_when_site_yml_is_applied_then_it_takes_calls(
     assert first["failed"] == 0 and first["changed"] > 0
     assert second == {"ok": second["ok"], "changed": 0, "failed": 0}, second
 
-    verify = in_root(ROOT, "systemd-analyze", "verify", "--man=no", *UNITS, capture_output=True, text=True)
+    verify = in_root(ROOT, "systemd-analyze", "verify", "--man=no", *UNITS, capture_output=True,
+                     text=True)
     assert verify.returncode == 0, verify.stderr
 
     units = {name: load_unit(ROOT, name) for name in UNITS}
@@ -115,19 +116,7 @@ def test_given_a_fresh_debian_root_when_site_yml_is_applied_then_it_takes_calls(
         with psycopg.connect(cfg.dsn(), row_factory=dict_row, autocommit=True) as db:
             calls.setup_subscriber(db, cfg)
         calls.register_desk(cfg, logdir, ip=f"{NET}.3")
-        call = calls.Call({
-            "desk": calls.party("desk", "uas/answer.xml", f"{NET}.3", 5061, listens=True,
-                                pause_ms=1000),
-            "mobile": calls.party("mobile", "uas/ring_cancel.xml", f"{NET}.2", 5060,
-                                  listens=True),
-            "caller": calls.party("caller", "uac/call.xml", f"{NET}.2", 5071,
-                                  remote=f"{cfg.proxy_address}:{cfg.proxy_port}",
-                                  dial=calls.SUB_DID, caller=calls.CALLER_NUM,
-                                  caller_name=calls.CALLER_NAME, pause_ms=3000)})
-        calls.talk(call, logdir, "caller", "200", "desk", "INVITE")
-        invite = call["mobile"].agent.received("INVITE")[0]
-        assert invite.startswith(f"INVITE sip:{calls.SUB_TWIN}@")
-        assert "Call completed elsewhere" in call["mobile"].agent.received("CANCEL")[0]
+        twin_ring_call(f"{NET}.3", f"{NET}.2", f"{cfg.proxy_address}:{cfg.proxy_port}", logdir)
     finally:
         for proc in started.values():
             proc.terminate()

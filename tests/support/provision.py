@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import calls
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path("/var/cache/twinning-deploy/bookworm-minbase.tgz")
 MIRROR = "http://deb.debian.org/debian"
@@ -210,3 +212,21 @@ def owner_of(root: Path, pid: int) -> str:
     """The process's user as the root names it (its uids are not the host's)."""
     return in_root(root, "ps", "-o", "user=", "-p", str(pid), capture_output=True,
                    text=True).stdout.strip()
+
+
+def twin_ring_call(desk_ip: str, trunk_ip: str, proxy: str, logdir: Path) -> calls.Call:
+    """A trunk call to the subscriber's DID through `proxy` (host:port): the registered desk
+    at desk_ip answers, the caller and the desk talk (two-way audio asserted), the mobile
+    behind the trunk rings with the twin number and is CANCELled "Call completed
+    elsewhere". Returns the finished call."""
+    call = calls.Call({
+        "desk": calls.party("desk", "uas/answer.xml", desk_ip, 5061, listens=True,
+                            pause_ms=1000),
+        "mobile": calls.party("mobile", "uas/ring_cancel.xml", trunk_ip, 5060, listens=True),
+        "caller": calls.party("caller", "uac/call.xml", trunk_ip, 5071, remote=proxy,
+                              dial=calls.SUB_DID, caller=calls.CALLER_NUM,
+                              caller_name=calls.CALLER_NAME, pause_ms=3000)})
+    calls.talk(call, logdir, "caller", "200", "desk", "INVITE")
+    assert call["mobile"].agent.received("INVITE")[0].startswith(f"INVITE sip:{calls.SUB_TWIN}@")
+    assert "Call completed elsewhere" in call["mobile"].agent.received("CANCEL")[0]
+    return call
