@@ -38,9 +38,8 @@ def residue(cfg: SiteConfig) -> dict[str, list[str]]:
     left[f"dialog profile {PROFILE}"] = [f"size {size}"] if size else []
     left["htable call"] = [name for e in rpc.call(cfg, "htable.dump", "call") or []
                            for name in _htable(e)]
-    for table in ("twin", "twin_plan"):
-        left[f"htable {table}"] = [name for e in rpc.call(cfg, "htable.dump", table) or []
-                                   for name in _htable(e)]
+    left["htable twin"] = [name for e in rpc.call(cfg, "htable.dump", "twin") or []
+                           for name in _htable(e)]
     tm = rpc.call(cfg, "tm.stats")
     open_tsx = tm["current"] - tm["waiting"]     # waiting: done, kept wt_timer for retransmits
     left["tm transactions"] = [f"{open_tsx} open ({tm['current']} current, "
@@ -88,7 +87,6 @@ def clear_residue(cfg: SiteConfig, timeout: float = 15.0) -> dict[str, list[str]
         time.sleep(0.2)
     rpc.call(cfg, "htable.flush", "call")
     rpc.call(cfg, "htable.flush", "twin")
-    rpc.call(cfg, "htable.flush", "twin_plan")
     with Client(cfg.rtpengine_ng.host, cfg.rtpengine_ng.port) as media:
         for call_id in media.list():
             media.delete(call_id, delete_delay=0)

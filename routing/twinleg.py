@@ -33,8 +33,7 @@ from .records import to_json, token
 
 LOOP_PREFIX = "tw-"                 # user part of the spiral's R-URI
 PLAN_AVP = "$avp(tw_leg)"           # the leg's plan, in the leg's own transaction
-LIVE_TABLE = "twin"                 # legs ringing (l:<Call-ID>), replicated in a cluster
-PLAN_TABLE = "twin_plan"            # plans (p:<token>): this proxy's own, never replicated
+LIVE_TABLE = "twin"                 # plans (p:<token>) and legs ringing (l:<Call-ID>)
 GONE_TABLE = "twin_gone"            # legs the proxy ended: their 2xx retransmissions dropped
 GONE_S = 32                         # 64*T1: how long a UAS retransmits a 2xx without ACK
 AVOIDED_REASON = "Answered Too Soon"
@@ -76,7 +75,6 @@ class TwinLegs:
         self.confirm = Confirmations(cfg, media, call_log, lambda plan, reason, ms, call_id:
                                      self._avoided(LegPlan(**plan), reason, ms, call_id))
         self.live = Htable(LIVE_TABLE)
-        self.plans = Htable(PLAN_TABLE)
         self.host, self.port = cfg.proxy_address, int(cfg.proxy_port)
         self.self_uri = f"sip:{self.host}:{self.port}"
 
@@ -84,7 +82,7 @@ class TwinLegs:
     def plan(self, plan: LegPlan) -> str:
         """Keep the leg's plan; the URI the call's transaction sends the leg to."""
         key = token()
-        self.plans.put(f"p:{key}", plan.to_json())
+        self.live.put(f"p:{key}", plan.to_json())
         return f"sip:{LOOP_PREFIX}{key}@{self.host}:{self.port}"
 
     @staticmethod
@@ -105,11 +103,11 @@ class TwinLegs:
                 or KSR.siputils.has_totag() > 0:
             return NEXT
         key = f"p:{user[len(LOOP_PREFIX):]}"
-        raw = self.plans.get(key) if self.from_self() else None
+        raw = self.live.get(key) if self.from_self() else None
         if raw is None:                 # not ours, or replayed: nobody may place a twin leg
             KSR.sl.sl_send_reply(403, "Forbidden")
             return DONE
-        self.plans.remove(key)
+        self.live.remove(key)
         KSR.pv.sets(PLAN_AVP, raw)
         plan = LegPlan.from_json(raw)
         KSR.tm.t_newtran()
