@@ -268,7 +268,8 @@ class Handler:
             self.engine_watch = EngineWatch(
                 [Engine(f"udp:{e.host}:{e.port}", Client(e.host, e.port))
                  for e in self.cfg.rtpengines],
-                module_enable, lambda text: KSR.warn(text + "\n"))
+                module_enable, lambda text: KSR.warn(text + "\n"),
+                show=Metrics.engine_in_set)
         self.engine_watch.tick()
         return 1
 

@@ -33,15 +33,19 @@ class Engine:
 
 class EngineWatch:
     """enable(url, on) tells the module (True when it took it: enabling fails if the
-    module's own ping fails); log(text) reports each change."""
+    module's own ping fails); log(text) reports each change; show(url, in_set) tells the
+    operator (the metric), for every engine at the start and at each change."""
 
     def __init__(self, engines: Iterable[Engine], enable: Callable[[str, bool], bool],
                  log: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
-                 interval: float = INTERVAL_S, misses: int = MISSES):
+                 interval: float = INTERVAL_S, misses: int = MISSES,
+                 show: Callable[[str, bool], None] = lambda url, in_set: None):
         self.engines = list(engines)
-        self.enable, self.log, self.clock = enable, log, clock
+        self.enable, self.log, self.clock, self.show = enable, log, clock, show
         self.interval, self.max_misses = interval, misses
         self.next_round = 0.0
+        for engine in self.engines:
+            show(engine.url, engine.enabled)
 
     def tick(self) -> None:
         now = self.clock()
@@ -59,12 +63,14 @@ class EngineWatch:
             if engine.enabled and engine.misses >= self.max_misses:
                 if self.enable(engine.url, False):
                     engine.enabled = False
+                    self.show(engine.url, False)
                     self.log(f"rtpengine {engine.url} missed {engine.misses} pings ({exc}): "
                              "taken out of the set, new calls go to the others")
             return
         engine.misses = 0
         if not engine.enabled and self.enable(engine.url, True):
             engine.enabled = True
+            self.show(engine.url, True)
             self.log(f"rtpengine {engine.url} answers again: back in the set")
 
 

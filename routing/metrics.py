@@ -17,6 +17,7 @@ DIRECTIONS = ("desk_to_mobile", "mobile_to_desk")
 OUTCOMES = ("completed", "declined", "no-answer", "cancelled", "failed")
 LEGS = ("twin", "handoff")                               # routing.twinleg.LegPlan.leg
 OVERLOAD = "twinning_overload_refused_calls_total"      # label rule
+ENGINE_IN_SET = "twinning_rtpengine_in_set"              # gauge, label engine (a cluster's)
 RULES = ("queue", "rate")                                # routing.overload
 AVOIDED = ("answered-too-soon", "rang-too-long", "not-confirmed")   # why a leg was ended
 
@@ -61,6 +62,10 @@ class Metrics:
     @staticmethod
     def voicemail_avoided(leg: str, reason: str) -> None:
         KSR.xhttp_prom.counter_inc_l2(VOICEMAIL_AVOIDED, 1, leg, reason)
+
+    @staticmethod
+    def engine_in_set(url: str, in_set: bool) -> None:
+        KSR.xhttp_prom.gauge_set_l1(ENGINE_IN_SET, "1" if in_set else "0", url)
 
     @staticmethod
     def refused_overload(rule: str) -> None:

@@ -5,9 +5,11 @@ BYE may come through B. Every test ends with the residue check on every proxy.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -348,6 +350,16 @@ def in_the_set(proxy, engine) -> bool:
     return any(r.get("url") == url and str(r.get("disabled")) == "0" for r in rows)
 
 
+def in_set_metric(proxy, engine) -> float | None:
+    """kamailio_twinning_rtpengine_in_set{engine=...} on the proxy's metrics listener."""
+    url = f"udp:{engine.rtpengine_ng.host}:{engine.rtpengine_ng.port}"
+    with urllib.request.urlopen(f"http://{proxy.metrics_kamailio}/metrics", timeout=5) as r:
+        text = r.read().decode(errors="replace")
+    found = re.search(r'^kamailio_twinning_rtpengine_in_set\{engine="' + re.escape(url)
+                      + r'"\} (\S+)', text, re.M)
+    return float(found.group(1)) if found else None
+
+
 def test_given_a_call_on_an_rtpengine_when_it_dies_then_new_calls_go_to_the_other_at_once(
         cluster, nodes, cdb, phones, logdir, revive):
     """The rtpengine that has a call is killed. Both proxies' watches take it out of their
@@ -367,6 +379,8 @@ def test_given_a_call_on_an_rtpengine_when_it_dies_then_new_calls_go_to_the_othe
             wait_for(lambda: not in_the_set(proxy, victim), 5,
                      f"proxy {proxy.node} to take {victim.node} out")
         out_after = time.monotonic() - killed
+        for proxy in nodes:                     # what the operator's alarm sees
+            assert in_set_metric(proxy, victim) == 0 and in_set_metric(proxy, survivor) == 1
         rings = []
         for n, proxy in enumerate(nodes):
             far = phones(f"far{n}", TRUNK, 5074 + n, uri=f"<sip:{CALLER_NUM}@{TRUNK}>")
@@ -392,5 +406,6 @@ def test_given_a_call_on_an_rtpengine_when_it_dies_then_new_calls_go_to_the_othe
     stack_mod.up(cluster, log=lambda *_: None)
     for proxy in nodes:
         wait_for(lambda: in_the_set(proxy, victim), 5, f"{victim.node} back in {proxy.node}")
+        wait_for(lambda: in_set_metric(proxy, victim) == 1, 5, f"{victim.node}'s metric")
     clean_everywhere(nodes)
     assert not sessions(survivor) and not sessions(victim)

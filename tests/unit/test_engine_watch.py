@@ -37,8 +37,17 @@ def watch():
     clients = [FakeClient(), FakeClient()]
     told, logged, clock = [], [], Clock()
     w = EngineWatch([Engine(f"udp:127.0.7.{i + 1}:2233", c) for i, c in enumerate(clients)],
-                    lambda url, on: told.append((url, on)) or True, logged.append, clock)
+                    lambda url, on: told.append((url, on)) or True, logged.append, clock,
+                    show=lambda url, in_set: shown.append((url, in_set)))
     return w, clients, told, logged, clock
+
+
+shown: list = []
+
+
+@pytest.fixture(autouse=True)
+def nothing_shown_yet():
+    shown.clear()
 
 
 def rounds(w, clock, count):
@@ -100,3 +109,13 @@ def test_given_an_engine_url_then_the_rpc_request_is_rtpengine_enable():
     request = json.loads(rpc_enable_request("udp:127.0.7.1:2233", False))
     assert request["method"] == "rtpengine.enable"
     assert request["params"] == ["udp:127.0.7.1:2233", 0]
+
+
+def test_given_the_watch_starts_then_every_engine_is_shown_in_the_set_then_each_change(watch):
+    w, clients, _, _, clock = watch
+    assert shown == [("udp:127.0.7.1:2233", True), ("udp:127.0.7.2:2233", True)]
+    clients[1].up = False
+    rounds(w, clock, 3)
+    clients[1].up = True
+    rounds(w, clock, 3)
+    assert shown[2:] == [("udp:127.0.7.2:2233", False), ("udp:127.0.7.2:2233", True)]
