@@ -266,7 +266,7 @@ class Handler:
         """rtimer process of a cluster's proxy: the rtpengine watch (routing.engines)."""
         if self.engine_watch is None:
             self.engine_watch = EngineWatch(
-                [Engine(f"udp:{e.host}:{e.port}", Client(e.host, e.port))
+                [Engine(e.ng_url, Client(e.host, e.port))
                  for e in self.cfg.rtpengines],
                 module_enable, lambda text: KSR.warn(text + "\n"),
                 show=Metrics.engine_in_set)

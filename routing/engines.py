@@ -25,7 +25,7 @@ MISSES = 2                  # missed pings in a row that take an engine out
 
 @dataclass
 class Engine:
-    url: str                # as in the module's rtpengine_sock: udp:host:port
+    url: str                # as the module names it (twinning.config.HostPort.ng_url)
     client: Client
     misses: int = 0
     enabled: bool = True    # what the watch last told the module

@@ -29,7 +29,7 @@ from psycopg.rows import dict_row
 from rtpctl import Client, RtpctlError
 from twinning.config import REPO_ROOT, SiteConfig, cluster_nodes
 
-from . import dbsetup, diagnose
+from . import dbsetup, diagnose, rpc
 from . import migrate as migrations
 from .diagnose import LogMark, Port
 from .errors import TwinctlError
@@ -372,7 +372,7 @@ class Kamailio:
             "PROXY_PORT": str(c.proxy_port),
             "CHILDREN": str(c.children),
             "DBURL": c.kamailio_db_url(),
-            "RTPENGINE_SOCK": " ".join(f"udp:{e.host}:{e.port}" for e in c.rtpengines),
+            "RTPENGINE_SOCK": " ".join(e.ng_url for e in c.rtpengines),
             "STATE_DIR": str(self.paths.root),
             "RUN_DIR": str(self.paths.run),
             "ROUTING_SCRIPT": str(ROUTING_SCRIPT),
@@ -795,7 +795,7 @@ def health_cluster(cfg: SiteConfig) -> list[Health]:
         options = sip_options(node)
         detail = options or "no answer to OPTIONS"
         ok = options is not None
-        if ok and not rpc_fifo(node).exists():
+        if ok and not rpc.fifo_path(node).exists():
             detail += "; DMQ peers: ask on its own host"      # a provisioned host's peer
         elif ok:
             peers = dmq_peers(node)
@@ -810,14 +810,8 @@ def health_cluster(cfg: SiteConfig) -> list[Health]:
     return rows
 
 
-def rpc_fifo(node: SiteConfig) -> Path:
-    from . import rpc
-    return rpc.fifo_path(node)
-
-
 def dmq_peers(node: SiteConfig) -> set[str]:
     """The addresses of the other proxies this node's DMQ has as active peers."""
-    from . import rpc
     try:
         nodes = rpc.call(node, "dmq.list_nodes")
     except TwinctlError:

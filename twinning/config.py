@@ -38,6 +38,12 @@ class HostPort:
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def ng_url(self) -> str:
+        """An rtpengine's ng socket as Kamailio's rtpengine module names it (rtpengine_sock,
+        rtpengine.show, rtpengine.enable)."""
+        return f"udp:{self.host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class WebConfig:
@@ -233,6 +239,10 @@ class ClusterConfig:
     def names(self) -> tuple[str, ...]:
         return tuple(chr(ord("a") + i) for i in range(len(self.proxies)))
 
+    @property
+    def engine_names(self) -> tuple[str, ...]:
+        return tuple(f"rtp{i + 1}" for i in range(len(self.rtpengines)))
+
 
 def _cluster(data: dict) -> ClusterConfig | None:
     section = data.get("cluster")
@@ -254,7 +264,7 @@ def _cluster(data: dict) -> ClusterConfig | None:
     node = _optional(data, "cluster", "node", str, "")
     cluster = ClusterConfig(tuple(proxies), tuple(HostPort.parse(e, 2223) for e in engines),
                             dmq_port, domain, node)
-    known = (*cluster.names, *(f"rtp{i + 1}" for i in range(len(engines))))
+    known = (*cluster.names, *cluster.engine_names)
     if node and node not in known:
         raise ConfigError(f"[cluster] node must be one of {', '.join(known)}, got {node!r}")
     return cluster
@@ -274,11 +284,11 @@ def cluster_nodes(cfg: SiteConfig) -> tuple[list[SiteConfig], list[SiteConfig]]:
             metrics_kamailio=HostPort(address, cfg.metrics_kamailio.port),
             rtpengine_dtmf=HostPort(address, cfg.rtpengine_dtmf.port),
             rtpengine_ng=c.rtpengines[i % len(c.rtpengines)], rtpengine_set=c.rtpengines))
-    for i, ng in enumerate(c.rtpengines):
+    for i, (name, ng) in enumerate(zip(c.engine_names, c.rtpengines)):
         # rtpengine i reports DTMF to proxy i (a confirmation is waited for on that proxy).
         owner = proxies[i % len(proxies)]
         engines.append(dataclasses.replace(
-            cfg, node=f"rtp{i + 1}", node_index=i, proxy_address=ng.host, rtpengine_ng=ng,
+            cfg, node=name, node_index=i, proxy_address=ng.host, rtpengine_ng=ng,
             rtpengine_cli=HostPort(ng.host, cfg.rtpengine_cli.port),
             metrics_rtpengine=HostPort(ng.host, cfg.metrics_rtpengine.port),
             rtpengine_dtmf=owner.rtpengine_dtmf))

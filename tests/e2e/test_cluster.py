@@ -5,11 +5,9 @@ BYE may come through B. Every test ends with the residue check on every proxy.""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import time
-import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -22,6 +20,7 @@ from lab.calls import (CALLER_NAME, CALLER_NUM, SUB_DID, SUB_EXT, SUB_TWIN, part
 from lab.residue import assert_no_residue, residue
 from lab.rtp import wait_for
 from tests.conftest import fresh_stack
+from tests.support.metrics import scrape
 from tests.support.phones import assert_two_way
 from tests.support.pjsip_scenarios import (Answered, answered_on_the_desk, desk_takes_it_back,
                                            far_end_hangs_up, held_code_to_mobile,
@@ -187,7 +186,7 @@ def revive(cluster):
 
 def kill(pidfile: Path, answers) -> float:
     """SIGKILL to a daemon, every process of it (a machine that dies: no BYE, no goodbye to
-    its peers); returns when, once it stopped answering."""
+    its peers); returns when it was killed, once it has stopped answering."""
     os.killpg(int(pidfile.read_text()), signal.SIGKILL)
     killed = time.monotonic()
     wait_for(lambda: not answers(), 5, f"the daemon of {pidfile} to die")
@@ -207,8 +206,8 @@ def failover_caller(first, second):
                  next_host=second.proxy_address, next_port=second.proxy_port)
 
 
-def nudge(caller, call_id: str) -> float:
-    """Tell the failover caller to hang up now (an OPTIONS of its call); returns when."""
+def nudge(caller, call_id: str) -> None:
+    """Tell the failover caller to hang up now (an OPTIONS of its call)."""
     port = caller.agent.port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((TRUNK, 0))
@@ -217,7 +216,6 @@ def nudge(caller, call_id: str) -> float:
                      f"From: <sip:test@{TRUNK}>;tag=nudge\r\nTo: <sip:{CALLER_NUM}@{TRUNK}>\r\n"
                      f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
                      "Content-Length: 0\r\n\r\n").encode(), (TRUNK, port))
-    return time.monotonic()
 
 
 def longest_silence(probe, start: float, end: float) -> float:
@@ -344,20 +342,16 @@ def sessions(engine) -> list[str]:
 
 def in_the_set(proxy, engine) -> bool:
     """Whether the proxy's rtpengine module has the engine enabled."""
-    url = f"udp:{engine.rtpengine_ng.host}:{engine.rtpengine_ng.port}"
     rows = rpc.call(proxy, "rtpengine.show", "all") or []
     rows = rows if isinstance(rows, list) else [rows]
-    return any(r.get("url") == url and str(r.get("disabled")) == "0" for r in rows)
+    return any(r.get("url") == engine.rtpengine_ng.ng_url and str(r.get("disabled")) == "0"
+               for r in rows)
 
 
 def in_set_metric(proxy, engine) -> float | None:
     """kamailio_twinning_rtpengine_in_set{engine=...} on the proxy's metrics listener."""
-    url = f"udp:{engine.rtpengine_ng.host}:{engine.rtpengine_ng.port}"
-    with urllib.request.urlopen(f"http://{proxy.metrics_kamailio}/metrics", timeout=5) as r:
-        text = r.read().decode(errors="replace")
-    found = re.search(r'^kamailio_twinning_rtpengine_in_set\{engine="' + re.escape(url)
-                      + r'"\} (\S+)', text, re.M)
-    return float(found.group(1)) if found else None
+    return scrape(proxy.metrics_kamailio).get(
+        ("kamailio_twinning_rtpengine_in_set", (("engine", engine.rtpengine_ng.ng_url),)))
 
 
 def test_given_a_call_on_an_rtpengine_when_it_dies_then_new_calls_go_to_the_other_at_once(

@@ -4,7 +4,6 @@ over HTTP before and after a twin-ring call answered on the desk, handed to the 
 taken back, with PJSIP phones."""
 from __future__ import annotations
 
-import re
 import urllib.request
 
 import pytest
@@ -12,29 +11,12 @@ import pytest
 from lab.calls import setup_subscriber
 from lab.residue import assert_no_residue
 from tests.support.phones import assert_two_way
+from tests.support.metrics import scrape
 from tests.support.pjsip_scenarios import (answered_on_the_desk, cleared_after,  # noqa: F401
                                            desk_takes_it_back, far_end_hangs_up,
                                            handed_to_mobile)
 
 pytestmark = pytest.mark.e2e
-
-SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)")
-
-
-def scrape(endpoint) -> dict[tuple, float]:
-    """GET /metrics: {(name, ((label, value), ...)): sample}."""
-    with urllib.request.urlopen(f"http://{endpoint}/metrics", timeout=5) as reply:
-        assert reply.status == 200
-        assert reply.headers["Content-Type"].startswith("text/plain")
-        text = reply.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        m = SAMPLE.match(line)
-        if m and not line.startswith("#"):
-            labels = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")))
-            samples[(m.group(1), labels)] = float(m.group(3))
-    return samples
-
 
 def grew(before: dict, after: dict, name: str, **labels) -> float:
     key = (name, tuple(sorted(labels.items())))
