@@ -70,8 +70,9 @@ def digit_of(datagram: bytes) -> tuple[str, str, int] | None:
 
 
 class Confirmations:
-    def __init__(self, cfg, media, call_log, avoided):
+    def __init__(self, cfg, media, call_log, avoided, claim):
         self.cfg = cfg
+        self.claim = claim                  # routing.twinleg.claim: one answer takes a call
         self.media = media
         self.call_log = call_log
         self.avoided = avoided              # TwinLegs._avoided: the row and the counter
@@ -201,6 +202,11 @@ class Confirmations:
         if held is None:
             return                          # ended meanwhile, or another party's key
         self.waiting.pop(call_id, None)
+        if not self.claim(call_id, held.leg_tag, ""):
+            KSR.info(f"twin leg of {held.plan['extension']} confirmed, but the call was "
+                     f"answered elsewhere: ended by the proxy\n")
+            self._refuse(held, bye=True)
+            return
         try:
             self.media.release_confirmed(call_id, held.leg_tag)
         except Exception as exc:  # noqa: BLE001

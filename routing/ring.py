@@ -80,8 +80,8 @@ class RingRoutes:
             return self.to_voicemail(sub.voicemail_box, sub.did, reason)
         # The mobile's branch goes to the twin leg's own transaction (routing.twinleg).
         mobile_uri = self.legs.plan(LegPlan.for_subscriber(
-            "twin", sub, sub.mobile_delay_s if decision.desk else 0)) if decision.mobile \
-            else None
+            "twin", sub, sub.mobile_delay_s if decision.desk else 0), pv("$ci"),
+            decision.timeout) if decision.mobile else None
         if mobile_uri:
             KSR.dialog.set_dlg_profile(TWIN_LEGS_PROFILE, sub.extension)
             if self.metrics:

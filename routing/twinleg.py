@@ -16,6 +16,18 @@ the proxy itself may take it. The leg's transaction then relays the INVITE to th
 - ring the desk first: the leg waits `mobile_delay_s` (the status's) before it leaves;
 - early media of the leg (a carrier's announcement) never reaches the caller: its
   provisional replies lose their SDP.
+
+The leg's replies are told from every other reply of the call by what only they carry: the
+leg's INVITE came in on the spiral with the proxy's own Via of the call's transaction on top
+(its branch, kept with the leg), and the trunk's replies to the leg carry that Via second,
+under the leg transaction's own. A desk's reply has the call's Via second, never that one; the
+Call-ID is the same for both and tells nothing (issue 23: a desk answering while the mobile
+rang was taken for the mobile and hung up on).
+
+One answer wins: a call with a twin leg keeps its answerer's To-tag (w:<Call-ID>, in the
+table of ended legs), claimed under the entry's lock by the first 2xx the guard lets through.
+A later 2xx of another answerer (the mobile a moment after the desk, or the desk after the
+mobile) is ended by the proxy ("Call completed elsewhere") and never reaches the caller.
 """
 from __future__ import annotations
 
@@ -33,10 +45,14 @@ from .records import to_json, token
 
 LOOP_PREFIX = "tw-"                 # user part of the spiral's R-URI
 PLAN_AVP = "$avp(tw_leg)"           # the leg's plan, in the leg's own transaction
+SPIRAL_AVP = "$avp(tw_spiral)"      # the branch of the call's Via the leg's INVITE came with
 LIVE_TABLE = "twin"                 # plans (p:<token>) and legs ringing (l:<Call-ID>)
 GONE_TABLE = "twin_gone"            # legs the proxy ended: their 2xx retransmissions dropped
 GONE_S = 32                         # 64*T1: how long a UAS retransmits a 2xx without ACK
 AVOIDED_REASON = "Answered Too Soon"
+ELSEWHERE = "Call completed elsewhere"
+WINNER_PREFIX = "w:"                # twin_gone: the To-tag of the answer a call took
+WINNER_EXTRA_S = 40                 # a claim outlives the ring by the 2xx's retransmissions
 
 
 @dataclass
@@ -73,16 +89,22 @@ class TwinLegs:
         self.call_log = call_log
         self.metrics = metrics
         self.confirm = Confirmations(cfg, media, call_log, lambda plan, reason, ms, call_id:
-                                     self._avoided(LegPlan(**plan), reason, ms, call_id))
+                                     self._avoided(LegPlan(**plan), reason, ms, call_id),
+                                     claim)
         self.live = Htable(LIVE_TABLE)
         self.host, self.port = cfg.proxy_address, int(cfg.proxy_port)
         self.self_uri = f"sip:{self.host}:{self.port}"
 
     # ---- the call's side: where the leg is sent -------------------------------------------
-    def plan(self, plan: LegPlan) -> str:
-        """Keep the leg's plan; the URI the call's transaction sends the leg to."""
+    def plan(self, plan: LegPlan, call_id: str = "", ring_s: int = 0) -> str:
+        """Keep the leg's plan; the URI the call's transaction sends the leg to. With the
+        call's Call-ID (a twin ring: the desk and the leg ring side by side), the call's
+        answers are claimed from now on, one wins, for as long as the call may ring."""
         key = token()
         self.live.put(f"p:{key}", plan.to_json())
+        if call_id:
+            KSR.htable.sht_setxs(GONE_TABLE, WINNER_PREFIX + call_id, "",
+                                 ring_s + plan.delay_s + WINNER_EXTRA_S)
         return f"sip:{LOOP_PREFIX}{key}@{self.host}:{self.port}"
 
     @staticmethod
@@ -109,6 +131,7 @@ class TwinLegs:
             return DONE
         self.live.remove(key)
         KSR.pv.sets(PLAN_AVP, raw)
+        KSR.pv.sets(SPIRAL_AVP, pv("$sel(via[1].branch)"))
         plan = LegPlan.from_json(raw)
         KSR.tm.t_newtran()
         if plan.delay_s > 0:
@@ -145,7 +168,8 @@ class TwinLegs:
     def branch(self) -> None:
         """The leg leaves for a gateway: from now on its answer is timed."""
         # The plan as it came (already JSON), not parsed and written again.
-        self.live.put(f"l:{pv('$ci')}", f'{{"sent":{now_ms()},"plan":{pv(PLAN_AVP)}}}')
+        self.live.put(f"l:{pv('$ci')}", f'{{"sent":{now_ms()},"spiral":"{pv(SPIRAL_AVP)}",'
+                      f'"plan":{pv(PLAN_AVP)}}}')
 
     def reply(self) -> None:
         """A reply the leg's transaction let through (a person answered, or it failed). Its
@@ -200,19 +224,18 @@ class TwinLegs:
     # ---- core reply route: the 2xx tm must not see ------------------------------------------
     def guard(self) -> bool:
         """Every reply, before tm: NEXT to let it on, DONE when the proxy took it."""
-        if not 200 <= int(pv("$rs") or 0) < 300 or pv("$rm") != "INVITE":
-            return NEXT
+        if not 200 <= int(pv("$rs") or 0) < 300 or pv("$rm") != "INVITE" or self.from_self():
+            return NEXT             # the proxy's own: the spiral's relay, a confirmed leg
         call_id = pv("$ci")
         gone = KSR.htable.sht_get(GONE_TABLE, call_id)
-        if gone and not self.from_self():
+        if gone:
             ended = json.loads(str(gone))
             if ended["to_tag"] == pv("$tt"):        # the 2xx again: our ACK was lost
                 self._send(ended["target"], ended["next_hop"], "ACK", ended["ack"])
                 return DONE
-        raw = self.live.get(f"l:{call_id}")
-        if raw is None or self.from_self():
-            return NEXT
-        leg = json.loads(raw)
+        leg = self._leg_answering(call_id)
+        if leg is None:                             # not the leg's: the desk, or no twin leg
+            return self._claimed(call_id, None)
         plan = LegPlan(**leg["plan"])
         elapsed = max(0, now_ms() - int(leg["sent"]))
         if plan.soon_ms and elapsed < plan.soon_ms:
@@ -223,7 +246,33 @@ class TwinLegs:
         if plan.confirm and plan.leg == "twin" and self.confirm.start(plan, self._ack_leg):
             self.live.remove(f"l:{call_id}")
             return DONE
-        return NEXT
+        return self._claimed(call_id, plan)
+
+    def _leg_answering(self, call_id: str) -> dict | None:
+        """The ringing leg this 2xx answers (its second Via is the call's Via the leg came
+        with), or None: a 2xx of any other branch of the call, or of a call without a leg."""
+        raw = self.live.get(f"l:{call_id}")
+        if raw is None:
+            return None
+        leg = json.loads(raw)
+        spiral = leg.get("spiral")
+        if not spiral or pv("$sel(via[2].branch)") != spiral:
+            return None
+        return leg
+
+    def _claimed(self, call_id: str, plan: LegPlan | None) -> bool:
+        """NEXT when this 2xx is the call's answer (the first, or the winner's again, or a
+        2xx within the winner's dialog); DONE when another answer took the call first: the
+        proxy ends this one."""
+        if claim(call_id, pv("$tt"), pv("$ft")):
+            return NEXT
+        KSR.info(f"second answer of {call_id} (to-tag {pv('$tt')}): another answer took the "
+                 f"call, ended by the proxy\n")
+        if plan is not None:                        # the mobile, just after the desk
+            self.end_leg(plan, "answered-elsewhere", 0, ELSEWHERE, refusal=487, record=False)
+        else:                                       # the desk, just after the mobile
+            self.end_answer(ELSEWHERE)
+        return DONE
 
     def _ack_leg(self, phrase: str) -> sipmsg.LegEnd:
         """ACK the 2xx being handled in the caller's place (again for each retransmission
@@ -235,17 +284,26 @@ class TwinLegs:
         self._send(end.target, end.next_hop, "ACK", end.ack)
         return end
 
-    def end_leg(self, plan: LegPlan, reason: str, elapsed: int, phrase: str) -> None:
+    def end_leg(self, plan: LegPlan, reason: str, elapsed: int, phrase: str,
+                refusal: int = 480, record: bool = True) -> None:
         """The 2xx being handled answered a leg the caller must not get: end that dialog from
         the proxy, and tell the leg's transaction it failed."""
-        call_id, raw = pv("$ci"), pv("$mb")
-        end = self._ack_leg(phrase)
-        self._send(end.target, end.next_hop, "BYE", end.bye)
+        call_id = pv("$ci")
+        self.end_answer(phrase, refusal)
         self.live.remove(f"l:{call_id}")
-        KSR.corex.send_data(self.self_uri, sipmsg.final_reply_for(raw, 480, phrase))
         KSR.info(f"twin leg of {plan.extension} ({plan.leg}) answered after {elapsed} ms: "
                  f"{reason}, ended by the proxy\n")
-        self._avoided(plan, reason, elapsed)
+        if record:
+            self._avoided(plan, reason, elapsed)
+
+    def end_answer(self, phrase: str, refusal: int = 487) -> None:
+        """End the dialog the 2xx being handled set up (ACK, BYE), and tell the transaction
+        it answers (the call's or the leg's) that its branch failed with `refusal`."""
+        raw = pv("$mb")
+        end = self._ack_leg(phrase)
+        self._send(end.target, end.next_hop, "BYE", end.bye)
+        reason = "Request Terminated" if refusal == 487 else phrase
+        KSR.corex.send_data(self.self_uri, sipmsg.final_reply_for(raw, refusal, reason))
 
     def _avoided(self, plan: LegPlan, reason: str, elapsed_ms: int,
                  call_id: str | None = None) -> None:
@@ -256,3 +314,26 @@ class TwinLegs:
     @staticmethod
     def _send(target: str, next_hop: str, method: str, headers: str) -> None:
         KSR.tm.t_uac_send(method, target, next_hop, "", headers, "")
+
+
+def claim(call_id: str, to_tag: str, from_tag: str) -> bool:
+    """Whether the 2xx of `to_tag` may answer the call: no twin leg (nothing to claim), the
+    first answer (it takes the call), or a 2xx within the winner's dialog (a retransmission,
+    a re-INVITE's answer either way). Atomic under the entry's lock: of two answers in the
+    same millisecond exactly one wins."""
+    key = WINNER_PREFIX + call_id
+    winner = KSR.htable.sht_get(GONE_TABLE, key)
+    if winner is None:
+        return True
+    if winner != "":
+        return str(winner) in (to_tag, from_tag)
+    KSR.htable.sht_lock(GONE_TABLE, key)
+    try:
+        winner = KSR.htable.sht_get(GONE_TABLE, key)
+        if winner == "":
+            # Kept with what is left of the entry's lifetime: as long as the 2xx may come again.
+            KSR.htable.sht_sets(GONE_TABLE, key, to_tag)
+            return True
+        return winner is None or str(winner) in (to_tag, from_tag)
+    finally:
+        KSR.htable.sht_unlock(GONE_TABLE, key)

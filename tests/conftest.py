@@ -77,5 +77,11 @@ def phones(logdir):
     made.close()
 
 
+def pytest_addoption(parser):
+    parser.addoption("--timing-seed", default=None,
+                     help="seed of the timing matrix's random cells (tests/e2e/"
+                          "test_timing_matrix.py); each run prints the one it used")
+
+
 def pytest_sessionstart(session):
     shutil.rmtree(LOG_ROOT, ignore_errors=True)

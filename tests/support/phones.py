@@ -189,11 +189,21 @@ class Phone:
         if code != 200:
             raise PhoneError(f"{self.name}: registration of {user} answered {code}")
 
-    def on_incoming(self, answer_after_ms: int | None = None, reject: int | None = None) -> None:
+    def on_incoming(self, answer_after_ms: int | None = None, reject: int | None = None,
+                    by_user: dict[str, dict] | None = None) -> None:
         """How the phone takes calls from now on: ring (180) and answer after the given time,
         reject with the given code (at once, or after ringing that time if both are given),
-        or (neither) ring until the caller gives up."""
-        self.command("on_incoming", answer_after_ms=answer_after_ms, reject=reject)
+        or (neither) ring until the caller gives up. `by_user`: the same per called number
+        (the request URI's user part), for a phone that stands for many (the mobiles behind
+        the trunk): {"answer_after_ms", "reject", "press", "press_after_ms"}, where `press`
+        are keys pressed (RFC 4733) `press_after_ms` after the call is confirmed."""
+        self.command("on_incoming", answer_after_ms=answer_after_ms, reject=reject,
+                     by_user=by_user)
+
+    def calls_to(self, user: str) -> list["Call"]:
+        """The calls this phone received for that called number, oldest first."""
+        return [Call(self, i) for i, c in enumerate(self.command("calls_summary"))
+                if c["incoming"] and c["called_user"] == user]
 
     def make_call(self, uri: str) -> Call:
         return Call(self, self.command("make_call", uri=uri))

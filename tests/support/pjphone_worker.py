@@ -54,6 +54,9 @@ class Call(pj.Call):
         self.transfer: list[int] = []
         self.past_rtp = {"rx": 0, "tx": 0}      # what the streams already gone counted
         self.call_id = ""
+        self.called_user = ""                   # an incoming call's request URI user part
+        self.press: tuple[str, int] | None = None   # keys to press once confirmed (digits, ms)
+        self.media_up = False
 
     def onCallState(self, prm):
         info = self.getInfo()
@@ -81,6 +84,7 @@ class Call(pj.Call):
         for i, media in enumerate(info.media):
             if media.type == pj.PJMEDIA_TYPE_AUDIO and \
                     media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self.media_up = True
                 audio = self.getAudioMedia(i)
                 devices = self.phone.endpoint.audDevManager()
                 devices.getCaptureDevMedia().startTransmit(audio)
@@ -113,7 +117,8 @@ class Call(pj.Call):
     def summary(self) -> dict:
         return {"incoming": self.incoming, "state": self.state, "code": self.code,
                 "reason": self.reason, "transfer": self.transfer, "rtp": self.counts(),
-                "call_id": self.call_id, "media": self.media_protocol()}
+                "call_id": self.call_id, "media": self.media_protocol(),
+                "called_user": self.called_user}
 
 
 class Account(pj.Account):
@@ -126,7 +131,15 @@ class Account(pj.Account):
         self.reg_code = prm.code
 
     def onIncomingCall(self, prm):
-        self.phone.incoming(prm.callId)
+        self.phone.incoming(prm.callId, called_user(prm.rdata.wholeMsg))
+
+
+def called_user(invite: str) -> str:
+    """The user part of the request URI of an INVITE's text ("" when it has none)."""
+    first = invite.split("\n", 1)[0]
+    uri = first.split(" ")[1] if first.count(" ") >= 2 else ""
+    rest = uri.split(":", 1)[-1]
+    return rest.split("@", 1)[0] if "@" in rest else ""
 
 
 class Phone:
@@ -136,6 +149,11 @@ class Phone:
         self.answer_after_ms: int | None = None      # how incoming calls are taken: rung
         self.reject: int | None = None               # (180) and then answered, or refused
         self.due: list[tuple[float, Call, int]] = []  # final answers to send later
+        # Per called number (the request URI's user part): how a call to it is taken, which
+        # overrides the phone's own way: {"answer_after_ms", "reject", "press", "press_after_ms"}
+        # (press: keys pressed that long after the call is confirmed).
+        self.by_user: dict[str, dict] = {}
+        self.presses: list[tuple[float, Call, str]] = []  # keys to press once confirmed
         self.log = Log(conf["log"])
         ep = self.endpoint = pj.Endpoint()
         ep.libCreate()
@@ -211,19 +229,26 @@ class Phone:
         self.pump_until(lambda: self.account.reg_code >= 200, timeout)
         return self.account.reg_code
 
-    def on_incoming(self, answer_after_ms: int | None = None, reject: int | None = None):
+    def on_incoming(self, answer_after_ms: int | None = None, reject: int | None = None,
+                    by_user: dict | None = None):
         self.answer_after_ms, self.reject = answer_after_ms, reject
+        self.by_user = by_user or {}
 
-    def incoming(self, call_id: int) -> None:
+    def incoming(self, call_id: int, user: str = "") -> None:
         call = Call(self, len(self.calls), call_id)
+        call.called_user = user
         self.calls.append(call)
-        if self.reject and self.answer_after_ms is None:
-            self.answer(call.index, self.reject)
+        rule = self.by_user.get(user) or {"answer_after_ms": self.answer_after_ms,
+                                          "reject": self.reject}
+        answer_after_ms, reject = rule.get("answer_after_ms"), rule.get("reject")
+        if rule.get("press"):
+            call.press = (rule["press"], rule.get("press_after_ms", 0))
+        if reject and answer_after_ms is None:
+            self.answer(call.index, reject)
             return
         self.answer(call.index, 180)
-        if self.answer_after_ms is not None:
-            self.due.append((time.monotonic() + self.answer_after_ms / 1000, call,
-                             self.reject or 200))
+        if answer_after_ms is not None:
+            self.due.append((time.monotonic() + answer_after_ms / 1000, call, reject or 200))
 
     def make_call(self, uri: str) -> int:
         call = Call(self, len(self.calls))
@@ -267,6 +292,15 @@ class Phone:
             self.due.remove(item)
             if item[1].state in ("incoming", "early"):
                 self.answer(item[1].index, item[2])
+        for call in self.calls:
+            if call.press and call.state == "confirmed" and call.media_up:
+                digits, after_ms = call.press
+                call.press = None
+                self.presses.append((now + after_ms / 1000, call, digits))
+        for item in [p for p in self.presses if p[0] <= now]:
+            self.presses.remove(item)
+            if item[1].state == "confirmed":
+                self.dtmf(item[1].index, item[2])
 
     def pump_until(self, done, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -284,6 +318,7 @@ class Phone:
         # pjsua2 objects must go before the library does, or their destructors assert.
         self.calls.clear()
         self.due.clear()
+        self.presses.clear()
         self.account = None
         gc.collect()
         # Everything is sent; without this flag pjsua sleeps a second for unregistrations.

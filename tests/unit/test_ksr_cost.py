@@ -14,7 +14,9 @@ pytestmark = pytest.mark.unit
 
 # The budget per phase (calls counted: KSR functions and pseudo-variable reads and writes).
 VERBOSE = __import__("os").environ.get("KSR_COST_VERBOSE") == "1"
-BUDGET = {"invite": 47, "answered": 32, "in-dialog": 10}      # 2026-12-04 (was 51, 38, 16)
+# 2026-12-05: +2 / +4 for issue 23 (the leg told by its Via, not its Call-ID; the claim that
+# lets exactly one answer take a call). 2026-12-04: 47 / 32 / 10 (was 51, 38, 16).
+BUDGET = {"invite": 49, "answered": 36, "in-dialog": 10}
 
 
 def counting(ksr):  # noqa: F811

@@ -16,13 +16,73 @@ PLAN = dict(leg="twin", number="+19175550123", extension="1001", sub_id=1, soon_
             ring_max_s=19, delay_s=0, confirm=False)
 
 
-def ringing_leg(ksr, handler, sent_ms_ago: int, **plan) -> None:  # noqa: F811
+SPIRAL = "z9hG4bKo.1"        # the call's Via the leg came with (second in OK)
+
+
+def ringing_leg(ksr, handler, sent_ms_ago: int, winner: str | None = None,
+                **plan) -> dict:  # noqa: F811
+    """A twin leg ringing, and a 2xx of it from the trunk being handled. `winner`: the
+    call's claim ("" nobody yet, a To-tag: that answer took the call, None: no claim).
+    Returns the htable as the test may change it."""
     from routing import twinleg
-    leg = json.dumps({"sent": twinleg.now_ms() - sent_ms_ago, "plan": dict(PLAN, **plan)})
-    ksr.returns.update({"htable.sht_get": lambda table, key:
-                        leg if (table, key) == ("twin", "l:c1@127.0.1.2") else None})
+    leg = json.dumps({"sent": twinleg.now_ms() - sent_ms_ago, "spiral": SPIRAL,
+                      "plan": dict(PLAN, **plan)})
+    tables = {("twin", "l:c1@127.0.1.2"): leg}
+    if winner is not None:
+        tables[("twin_gone", "w:c1@127.0.1.2")] = winner
+    ksr.returns.update({"htable.sht_get": lambda table, key: tables.get((table, key)),
+                        "htable.sht_sets": lambda table, key, value:
+                        tables.__setitem__((table, key), value)})
     ksr.pv.update({"$rs": "200", "$rm": "INVITE", "$ci": "c1@127.0.1.2", "$tt": "mob",
-                   "$si": "127.0.1.2", "$sp": "5060", "$mb": OK})
+                   "$ft": "abc", "$si": "127.0.1.2", "$sp": "5060", "$mb": OK,
+                   "$sel(via[2].branch)": SPIRAL})
+    return tables
+
+
+def the_desks_2xx(ksr) -> None:  # noqa: F811
+    """The 2xx being handled is the desk's: the same Call-ID, the caller's Via second."""
+    ksr.pv.update({"$tt": "desk", "$si": "127.0.1.3", "$sp": "5061",
+                   "$sel(via[2].branch)": "z9hG4bK-caller"})
+
+
+def test_given_the_leg_rings_when_the_desk_answers_quickly_then_its_2xx_goes_on_untouched(ksr, handler):  # noqa: F811,E501
+    # Issue 23: the desk's 2xx was taken for the leg's (same Call-ID) and the desk hung up on.
+    tables = ringing_leg(ksr, handler, sent_ms_ago=300, winner="")
+    the_desks_2xx(ksr)
+    handler.ksr_reply_route(None)
+    assert ksr.called("set_drop") == [] and ksr.called("tm.t_uac_send") == []
+    assert tables[("twin_gone", "w:c1@127.0.1.2")] == "desk"     # the desk took the call
+
+
+def test_given_the_desk_took_the_call_when_the_mobile_answers_then_the_proxy_ends_the_mobile(ksr, handler):  # noqa: F811,E501
+    ringing_leg(ksr, handler, sent_ms_ago=2500, winner="desk")
+    handler.ksr_reply_route(None)
+    assert ksr.called("set_drop") == [()]
+    assert [args[0] for args in ksr.called("tm.t_uac_send")] == ["ACK", "BYE"]
+    [(_, reply)] = ksr.called("corex.send_data")
+    assert reply.startswith("SIP/2.0 487 ")                     # the leg's transaction is over
+    assert ksr.called("xhttp_prom.counter_inc_l2") == []        # not a voicemail avoided
+
+
+def test_given_the_mobile_took_the_call_when_the_desk_answers_then_the_proxy_ends_the_desk(ksr, handler):  # noqa: F811,E501
+    ringing_leg(ksr, handler, sent_ms_ago=2500, winner="mob")
+    the_desks_2xx(ksr)
+    handler.ksr_reply_route(None)
+    assert ksr.called("set_drop") == [()]
+    sent = ksr.called("tm.t_uac_send")
+    assert [args[0] for args in sent] == ["ACK", "BYE"]
+    assert "Call completed elsewhere" in sent[1][4]
+    [(_, reply)] = ksr.called("corex.send_data")
+    assert reply.startswith("SIP/2.0 487 ")                     # the call's desk branch is over
+
+
+def test_given_the_desk_took_the_call_then_its_own_2xx_again_and_a_reinvites_answer_go_on(ksr, handler):  # noqa: F811,E501
+    ringing_leg(ksr, handler, sent_ms_ago=2500, winner="desk")
+    the_desks_2xx(ksr)
+    handler.ksr_reply_route(None)                               # its retransmission
+    ksr.pv.update({"$tt": "abc", "$ft": "desk"})               # the answer to the desk's hold
+    handler.ksr_reply_route(None)
+    assert ksr.called("set_drop") == []
 
 
 def test_given_the_mobile_answers_at_once_then_the_proxy_ends_that_leg_and_drops_the_2xx(ksr, handler):  # noqa: F811,E501
