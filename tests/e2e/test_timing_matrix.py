@@ -72,16 +72,12 @@ class Cell:
                                                        if self.confirm else 0)
 
     def winners(self) -> set[str]:
-        """Who may end up with the call: {"desk"}, {"mobile"}, both (too close to tell),
-        or {"nobody"} (the caller gave up first)."""
-        desk, mobile = self.desk_ms, self.mobile_answers_ms()
-        first = min(t for t in (desk, mobile, 10**9) if t is not None)
+        """Who may end up with the call: {"desk"}, {"mobile"}, both (too close to tell), or
+        {"nobody"}: the caller gave up (before an answer: CANCEL; after one: BYE), and then
+        nobody may be left connected, whoever answered."""
         if self.caller_hangs_up_ms is not None:
-            if self.caller_hangs_up_ms + NEAR_MS < first:
-                return {"nobody"}
-            if abs(self.caller_hangs_up_ms - first) <= NEAR_MS:
-                return {"nobody"} | self._first_of(desk, mobile)
-        return self._first_of(desk, mobile)
+            return {"nobody"}
+        return self._first_of(self.desk_ms, self.mobile_answers_ms())
 
     @staticmethod
     def _first_of(desk: int | None, mobile: int | None) -> set[str]:
@@ -261,7 +257,7 @@ def judge(lab: Lab, lane: Lane, cell: Cell, far: Call, before: dict) -> tuple[st
     if winner not in cell.winners():
         return f"connected to {winner}, expected {sorted(cell.winners())}", None
     if desk is not None and desk_answered(desk) and winner != "desk" \
-            and not ({"desk", "mobile"} <= cell.winners() or "nobody" in cell.winners()):
+            and not ({"desk", "mobile"} <= cell.winners() or cell.caller_hangs_up_ms is not None):
         return f"the desk answered and was hung up on ({desk.state}, {hung_up_by(desk)})", None
     return "", near
 
