@@ -7,6 +7,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .numbers import ALWAYS_ALLOWED_COUNTRIES, NANP_COUNTRIES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "etc" / "twinning.toml"
 
@@ -121,6 +123,9 @@ class SiteConfig:
     max_twin_legs: int
     emergency_numbers: tuple[str, ...]
     state_dir: Path
+    # NANP countries besides the US and Canada a twin or outside call may go to (twinning.numbers'
+    # country rule; docs/security.md "Numbers: NANP countries").
+    allowed_nanp_countries: tuple[str, ...] = ()
     tls_port: int = 5061
     overload_max_cps: int = 0               # new calls admitted per second (0: no ceiling)
     overload_rx_queue_bytes: int = 65536    # SIP waiting unread in the kernel: refuse above
@@ -329,6 +334,17 @@ def _optional(data: dict, section: str, key: str, kind: type, default):
     return _get(data, section, key, kind)
 
 
+def _nanp_countries(data: dict) -> tuple[str, ...]:
+    """[calls] allowed_nanp_countries: ISO region codes of NANP countries (default none)."""
+    codes = _optional(data, "calls", "allowed_nanp_countries", list, [])
+    allowed = sorted(NANP_COUNTRIES - ALWAYS_ALLOWED_COUNTRIES)
+    for code in codes:
+        if not isinstance(code, str) or code not in NANP_COUNTRIES:
+            raise ConfigError(f"[calls] allowed_nanp_countries: {code!r} is not a North American "
+                              f"country's ISO code; give some of {', '.join(allowed)}")
+    return tuple(sorted(set(codes)))
+
+
 def _tls_files(data: dict, base: Path) -> tuple[Path | None, Path | None]:
     """[tls] certificate and private_key: both or neither (neither: a generated pair)."""
     cert = _optional(data, "tls", "certificate", str, "")
@@ -382,6 +398,7 @@ def load(path: str | os.PathLike | None = None) -> SiteConfig:
         default_ring_timeout=_get(data, "calls", "default_ring_timeout", int),
         max_twin_legs=_get(data, "calls", "max_twin_legs", int),
         emergency_numbers=tuple(_get(data, "calls", "emergency_numbers", list)),
+        allowed_nanp_countries=_nanp_countries(data),
         state_dir=state_dir,
         tls_port=_port(_optional(data, "tls", "port", int, 5061), "[tls] port"),
         overload_max_cps=_non_negative(_optional(data, "overload", "max_cps", int, 0),

@@ -4,19 +4,29 @@ A twin or DID must be a North American geographic or mobile number. We check the
 ourselves first, so the operator gets the precise reason (N11, premium, bad exchange), then ask
 `phonenumbers` whether the area code exists and what kind of number it is.
 
-The premium-rate and N11 rules are defined here once; twin input, the twin guard and the
-outbound guard all ask them. The database's is_nanp_number() (sql/migrations/0002) repeats them
-in SQL, and tests/integration/test_number_rules_sql.py checks that the two agree.
+The premium-rate, N11 and country rules are defined here once; twin input, the twin guard and
+the outbound guard all ask them. The database's is_nanp_number() (sql/migrations/0002) repeats
+the digit rules in SQL, nanp_country_refusal() (0014) the country rule, and
+tests/integration/test_rules_in_sql.py checks that each agrees with Python.
+
+The country rule (toll fraud, docs/security.md "Numbers: NANP countries"): +1 is shared by the
+US, Canada and 23 other countries and territories (Jamaica, the Dominican Republic, Puerto
+Rico, ...) whose numbers are billed at international rates, the favourite destinations of
+revenue-share fraud. Only US and Canadian area codes are allowed, and the countries a site
+lists in [calls] allowed_nanp_countries; which area code is whose is the generated table
+twinning/nanp_area_codes.py (from phonenumbers' metadata).
 """
 from __future__ import annotations
 
 import functools
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Collection, Optional
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
+
+from .nanp_area_codes import AREA_CODES, COUNTRIES
 
 PREMIUM_AREA_CODES = frozenset({"900", "976"})
 PREMIUM_EXCHANGE = "976"          # premium in every area code
@@ -37,6 +47,23 @@ def is_premium_rate(npa: str, nxx: str) -> bool:
 def is_n11(code: str) -> bool:
     """The one N11 rule: 211 ... 911 are service codes, never an area code or an exchange."""
     return code[1:] == "11"
+
+
+ALWAYS_ALLOWED_COUNTRIES = frozenset({"US", "CA"})
+NANP_COUNTRIES = frozenset(COUNTRIES)     # the ISO regions [calls] allowed_nanp_countries may name
+
+
+def country_refusal(npa: str, allowed_countries: Collection[str] = ()) -> Optional[str]:
+    """The one country rule: why area code npa may not be called or twinned (one line), or None.
+    US and Canada are allowed, and the countries listed in allowed_countries; every other NANP
+    country (the US territories too: Puerto Rico, USVI, Guam, ... are countries of their own
+    in the numbering plan) and every area code not in service are refused."""
+    region = AREA_CODES.get(npa)
+    if region is None:
+        return f"area code {npa} is not in service in North America"
+    if region in ALWAYS_ALLOWED_COUNTRIES or region in allowed_countries:
+        return None
+    return f"+1 {npa} is {COUNTRIES[region]}: international rates, not allowed"
 
 
 class NumberError(ValueError):
@@ -82,8 +109,9 @@ def _digits(text: str) -> str:
     return cleaned
 
 
-def parse_nanp(text: str) -> NanpNumber:
-    """Parse 10-digit, 1+10 or +1 E.164 input (punctuation allowed); raise NumberError."""
+def parse_nanp(text: str, allowed_countries: Collection[str] = ()) -> NanpNumber:
+    """Parse 10-digit, 1+10 or +1 E.164 input (punctuation allowed); raise NumberError.
+    allowed_countries: the site's [calls] allowed_nanp_countries (see country_refusal)."""
     digits = _digits(text)
     npa, nxx = digits[:3], digits[3:6]
     if npa[0] in "01":
@@ -96,6 +124,9 @@ def parse_nanp(text: str) -> NanpNumber:
         raise NumberError(f"{text!r}: exchange {nxx} is invalid (it cannot start with 0 or 1)")
     if is_n11(nxx):
         raise NumberError(f"{text!r}: exchange {nxx} is an N11 service code")
+    refusal = country_refusal(npa, allowed_countries)
+    if refusal:
+        raise NumberError(f"{text!r}: {refusal}")
     parsed = phonenumbers.parse("+1" + digits, None)
     if not phonenumbers.is_valid_number(parsed):
         raise NumberError(f"{text!r}: area code {npa} is not in service in North America")
@@ -109,12 +140,16 @@ def parse_nanp(text: str) -> NanpNumber:
     return NanpNumber("+1" + digits)
 
 
+def is_dialable_twin(e164: str, allowed_countries: Collection[str] = ()) -> bool:
+    """The routing guard: True only for a number parse_nanp accepts, already in E.164."""
+    return _is_dialable_twin(e164, frozenset(allowed_countries))
+
+
 @functools.lru_cache(maxsize=4096)
-def is_dialable_twin(e164: str) -> bool:
-    """The routing guard: True only for a number parse_nanp accepts, already in E.164.
-    Cached: it runs for every twinned INVITE, and a number's verdict does not change."""
+def _is_dialable_twin(e164: str, allowed_countries: frozenset[str]) -> bool:
+    # Cached: it runs for every twinned INVITE, and a number's verdict does not change.
     try:
-        return parse_nanp(e164).e164 == e164
+        return parse_nanp(e164, allowed_countries).e164 == e164
     except NumberError:
         return False
 
@@ -133,11 +168,12 @@ def normalize_nanp(user: str) -> Optional[str]:
     return "+1" + digits
 
 
-def outbound_refusal(e164: str) -> Optional[str]:
-    """Why a desk may not call this external number (toll-fraud guard), or None."""
+def outbound_refusal(e164: str, allowed_countries: Collection[str] = ()) -> Optional[str]:
+    """Why a desk may not call this external number (toll-fraud guard), or None.
+    allowed_countries: the site's [calls] allowed_nanp_countries (see country_refusal)."""
     npa, nxx = e164[2:5], e164[5:8]
     if is_premium_rate(npa, nxx):
         return "Premium-Rate Numbers Not Allowed"
     if is_n11(npa) or is_n11(nxx):
         return "Not A Valid Number"
-    return None
+    return country_refusal(npa, allowed_countries)
