@@ -269,7 +269,8 @@ def create_app(cfg: Optional[SiteConfig] = None) -> Starlette:
         entered = page.field("number")
         try:
             with page.conn.transaction():
-                twins.set_twin(page.conn, page.sub["extension"], entered, None)
+                twins.set_twin(page.conn, page.sub["extension"], entered, None,
+                               page.cfg.allowed_nanp_countries)
         except (NumberError, ServiceError) as exc:
             return numbers(page, 400, str(exc), entered)
         return RedirectResponse("/numbers?done=saved", 303)

@@ -36,13 +36,13 @@ NG_TIMEOUT_S, NG_RETRIES = 0.5, 2   # the handoff's own rtpengine commands
 log = logging.getLogger("routing")
 
 
-def twin_refusal(sub) -> str | None:
+def twin_refusal(sub, allowed_countries: tuple[str, ...] = ()) -> str | None:
     """Why the subscriber's calls cannot go to the twin now (None: they can)."""
     if sub is None or not sub.twin_number:
         return "No Twin Number Set"
     if not licence.allows_twinning(sub.license):
         return "License Does Not Include Twinning"
-    if not numbers.is_dialable_twin(sub.twin_number):
+    if not numbers.is_dialable_twin(sub.twin_number, allowed_countries):
         return "Twin Number Not Allowed"
     return None
 
@@ -89,7 +89,8 @@ class Handler:
         self.metrics = Metrics()
         self.admission = Admission(cfg, self.metrics)
         self.legs = TwinLegs(cfg, self.call_log, self.metrics, media)
-        self.handoff = HandoffRoutes(cfg, calls, media, self.call_log, self.store, twin_refusal,
+        self.handoff = HandoffRoutes(cfg, calls, media, self.call_log, self.store,
+                                     lambda sub: twin_refusal(sub, cfg.allowed_nanp_countries),
                                      self.metrics, self.legs)
         self.requests = RequestRoutes(media, self.handoff, self.legs, cfg)
         self.registrar = RegistrarRoutes(self.realm)
@@ -157,7 +158,7 @@ class Handler:
         elif target.kind is Dialled.NUMBER:
             callee = self.store.by_did(target.value)
             if callee is None:
-                refusal = numbers.outbound_refusal(target.value)
+                refusal = numbers.outbound_refusal(target.value, self.cfg.allowed_nanp_countries)
                 return reply(403, refusal) if refusal else \
                     self.ring.outbound(caller, target.value)
         if callee is None:

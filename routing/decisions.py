@@ -74,12 +74,13 @@ class RingDecision:
 
 
 def decide_ring(sub: Subscriber, desk_registered: bool, twin_legs_in_use: int,
-                max_twin_legs: int) -> RingDecision:
+                max_twin_legs: int, allowed_countries: tuple[str, ...] = ()) -> RingDecision:
     """Who rings for a call to this subscriber, following its current status.
 
     The mobile rings only when the status's ring group ticks it, a twin is set, the license is
-    entry-ucc or higher, the number passes the toll-fraud guard and the subscriber has a twin
-    leg to spare. With nobody to ring, the call goes to voicemail at once.
+    entry-ucc or higher, the number passes the toll-fraud guard (allowed_countries: the site's
+    [calls] allowed_nanp_countries) and the subscriber has a twin leg to spare. With nobody to
+    ring, the call goes to voicemail at once.
     """
     if sub.send_to == "voicemail":
         return RingDecision(False, False, sub.ring_timeout, f"status {sub.status}: voicemail")
@@ -92,7 +93,7 @@ def decide_ring(sub: Subscriber, desk_registered: bool, twin_legs_in_use: int,
         why_not_mobile = "no twin set"
     elif not licence.allows_twinning(sub.license):
         why_not_mobile = f"license {sub.license} below {licence.TWINNING_MIN}"
-    elif not is_dialable_twin(sub.twin_number):
+    elif not is_dialable_twin(sub.twin_number, allowed_countries):
         why_not_mobile = f"twin {sub.twin_number} refused by the toll-fraud guard"
     elif twin_legs_in_use >= max_twin_legs:
         why_not_mobile = f"{twin_legs_in_use} twin legs in use (max {max_twin_legs})"

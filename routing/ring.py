@@ -68,7 +68,8 @@ class RingRoutes:
         if sub.twin_number:
             KSR.dialog.get_profile_size(TWIN_LEGS_PROFILE, sub.extension, "$var(legs)")
             legs = int(pv("$var(legs)") or 0)
-        decision = rules.decide_ring(sub, desk_registered, legs, self.cfg.max_twin_legs)
+        decision = rules.decide_ring(sub, desk_registered, legs, self.cfg.max_twin_legs,
+                                     self.cfg.allowed_nanp_countries)
         KSR.info(f"call to {sub.extension}: {decision.reason}\n")
         rang = ",".join(d for d, on in (("desk", decision.desk), ("mobile", decision.mobile)) if on)
         facts = self._facts("twin", sub, caller_num, caller_name, rang)

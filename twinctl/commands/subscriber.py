@@ -46,7 +46,7 @@ def add_subscriber(conn: psycopg.Connection, cfg: SiteConfig, ext: str, did: str
                    ring_timeout: Optional[int] = None,
                    voicemail_box: Optional[str] = None) -> dict:
     ext = check_extension(ext)
-    number = parse_nanp(did).e164
+    number = parse_nanp(did, cfg.allowed_nanp_countries).e164
     name = check_display_name(name)
     tier = parse_license(license)
     ha1, ha1b = digest_hashes(ext, cfg.sip_domain, check_password(password))

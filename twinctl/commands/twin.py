@@ -18,8 +18,9 @@ def set_cli(ext: str, number: str = typer.Argument(..., help="10-digit number wi
             label: Optional[str] = typer.Option(None, "--label", help='Default "Mobile".'),
             as_json: bool = output.JsonOption) -> None:
     """Set (or replace) the twin number."""
-    with connect(context.config()) as conn:
-        row = set_twin(conn, ext, number, label)
+    cfg = context.config()
+    with connect(cfg) as conn:
+        row = set_twin(conn, ext, number, label, cfg.allowed_nanp_countries)
     if as_json:
         output.record(row, True)
     else:

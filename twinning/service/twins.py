@@ -1,7 +1,7 @@
 """The twin: the subscriber's one external number ("My Numbers", label "Mobile" by default)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Collection, Optional
 
 import psycopg
 
@@ -13,11 +13,13 @@ from .errors import ServiceError
 DEFAULT_LABEL = "Mobile"
 
 
-def set_twin(conn: psycopg.Connection, ext: str, number: str, label: Optional[str]) -> dict:
+def set_twin(conn: psycopg.Connection, ext: str, number: str, label: Optional[str],
+             allowed_countries: Collection[str] = ()) -> dict:
     """Set or replace the twin; the number is stored in E.164. NumberError or ServiceError
-    carry the reason a number or label is refused."""
+    carry the reason a number or label is refused. allowed_countries: the site's [calls]
+    allowed_nanp_countries."""
     sub = subscriber_row(conn, ext, lock=True)
-    e164 = parse_nanp(number).e164
+    e164 = parse_nanp(number, allowed_countries).e164
     if e164 == sub["did"]:
         raise ServiceError(f"{e164} is the subscriber's own DID; a twin must be another phone")
     if label is not None:
