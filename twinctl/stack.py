@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 
 from rtpctl import Client, RtpctlError
 from twinning.config import REPO_ROOT, SiteConfig, cluster_nodes
+from twinning.nanp_area_codes import AREA_CODES, COUNTRIES
 
 from . import dbsetup, diagnose, rpc
 from . import migrate as migrations
@@ -558,11 +559,27 @@ def seed_default_trunk(conn: psycopg.Connection, cfg: SiteConfig) -> None:
         (cfg.default_trunk.host, cfg.default_trunk.port, cfg.dispatcher_set, cfg.trusted_group))
 
 
+def sync_nanp_countries(conn: psycopg.Connection, cfg: SiteConfig) -> None:
+    """The database's copies of the NANP country rule's data (sql/migrations/0014): the area
+    codes of twinning/nanp_area_codes.py and the site's [calls] allowed_nanp_countries, which
+    the database cannot read itself. Rewritten whole on every migrate: a few hundred rows."""
+    conn.execute("DELETE FROM nanp_area_code")
+    conn.execute("INSERT INTO nanp_area_code (npa, region, country)"
+                 " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])",
+                 (list(AREA_CODES), list(AREA_CODES.values()),
+                  [COUNTRIES[region] for region in AREA_CODES.values()]))
+    conn.execute("DELETE FROM nanp_country_allowed")
+    conn.execute("INSERT INTO nanp_country_allowed (region) SELECT unnest(%s::text[])",
+                 (list(cfg.allowed_nanp_countries),))
+
+
 def migrate_database(cfg: SiteConfig) -> list[str]:
+    """Apply the migrations not applied yet, then copy the site's data the schema needs."""
     with psycopg.connect(cfg.dsn(), row_factory=dict_row) as conn:
         applied = migrations.migrate(conn)
         if any(m.name == "twinning" for m in applied):
             seed_default_trunk(conn, cfg)
+        sync_nanp_countries(conn, cfg)
         conn.commit()
     return [m.path.name for m in applied]
 
