@@ -93,7 +93,9 @@ class Handler:
                                      lambda sub: twin_refusal(sub, cfg.allowed_nanp_countries),
                                      self.metrics, self.legs)
         self.requests = RequestRoutes(media, self.handoff, self.legs, cfg)
-        self.registrar = RegistrarRoutes(self.realm)
+        self.registrar = RegistrarRoutes(
+            self.realm, frozenset((cfg.proxy_address, *cfg.peers)),
+            lambda ip: self.store.is_trunk_address(ip))
         self.ring = RingRoutes(cfg, media, self.handoff, self.call_log, self.metrics, self.legs)
 
     def ready(self) -> None:

@@ -20,6 +20,9 @@ OVERLOAD = "twinning_overload_refused_calls_total"      # label rule
 ENGINE_IN_SET = "twinning_rtpengine_in_set"              # gauge, label engine (a cluster's)
 RULES = ("queue", "rate")                                # routing.overload
 AVOIDED = ("answered-too-soon", "rang-too-long", "not-confirmed")   # why a leg was ended
+SECURITY_REFUSED = "twinning_security_refused_total"     # label reason (routing.security)
+SECURITY_REASONS = ("unknown-dialog", "relay-denied", "contact-not-allowed",
+                    "refer-not-from-desk")               # routing.security.REASONS
 
 
 def direction(from_device: str, to_device: str) -> str:
@@ -44,6 +47,8 @@ class Metrics:
         for leg in LEGS:
             for reason in AVOIDED:
                 KSR.xhttp_prom.counter_inc_l2(VOICEMAIL_AVOIDED, 0, leg, reason)
+        for reason in SECURITY_REASONS:
+            KSR.xhttp_prom.counter_inc_l1(SECURITY_REFUSED, 0, reason)
 
     @staticmethod
     def twinned_call() -> None:
@@ -70,3 +75,7 @@ class Metrics:
     @staticmethod
     def refused_overload(rule: str) -> None:
         KSR.xhttp_prom.counter_inc_l1(OVERLOAD, 1, rule)
+
+    @staticmethod
+    def refused_security(reason: str) -> None:
+        KSR.xhttp_prom.counter_inc_l1(SECURITY_REFUSED, 1, reason)

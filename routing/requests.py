@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import KSR
 
+from . import security
 from .handoff.routes import CSEQ_AVP
 from .kemi import DONE, NEXT, pv, reply
 
@@ -63,6 +64,14 @@ class RequestRoutes:
         if method == "BYE" and self.legs.confirm.leg_hung_up(call_id):
             return DONE                         # the mobile gave up before pressing 1
         if KSR.rr.loose_route() > 0:
+            refusal = self.dialog_refusal()
+            if refusal is not None:
+                security.refused(*refusal)
+                if method == "ACK":
+                    return DONE                 # an ACK is never answered
+                if refusal[0] == security.UNKNOWN_DIALOG:
+                    return reply(481, "Call/Transaction Does Not Exist")
+                return reply(403, "Forbidden")
             offer_answer = method in ("INVITE", "UPDATE")
             if method == "BYE":
                 self.media.drop_call()
@@ -77,6 +86,33 @@ class RequestRoutes:
                 KSR.tm.t_relay()
             return DONE
         return reply(404, "Not Here")
+
+    @staticmethod
+    def dialog_refusal() -> tuple[str, str] | None:
+        """Why an in-dialog request the proxy would relay must not be (None: relay it). It
+        must belong to a dialog the dialog module holds (a To-tag and a Route naming us are
+        free to forge: they made the proxy an open relay to the trunk), and go to the
+        dialog's other party, the target that party gave (its Contact, refreshed by its
+        target refreshes): a party of a call cannot aim the next request of it at the trunk
+        or anywhere else. Costs no database and no rtpengine: the dialog is in memory."""
+        caller_tag = pv("$dlg(from_tag)")       # null: the message matches no dialog
+        if not caller_tag:
+            return security.UNKNOWN_DIALOG, "no such dialog"
+        # Downstream (from the caller): to the callee's Contact; else to the caller's.
+        downstream = pv("$ft") == caller_tag
+        target = pv("$dlg(to_contact)" if downstream else "$dlg(from_contact)")
+        if not target:
+            return None                         # an early dialog: no target known yet
+        request_uri = pv("$ru")
+        if not security.same_target(request_uri, target):
+            return security.RELAY_DENIED, f"to {request_uri}, the dialog's party is {target}"
+        # A next hop other than the target (a carrier's SBC that record-routed) must be one
+        # of the dialog's own route set.
+        next_hop = pv("$du")
+        if next_hop and not security.in_route_set(
+                next_hop, pv("$dlg(to_rs)") + "," + pv("$dlg(from_rs)")):
+            return security.RELAY_DENIED, f"via {next_hop}, not a hop of the dialog"
+        return None
 
     def reply_in_dialog(self) -> None:
         if KSR.textops.has_body_type("application/sdp") > 0:

@@ -178,6 +178,24 @@ class SubscriberStore:
             (f"sip:{ip}:%", ip))
         return bool(rows)
 
+    def registered_from(self, extension: str, ip: str) -> bool:
+        """Whether the extension's desk is registered from this address (rare path: a REFER
+        whose sender must be the desk itself)."""
+        rows = self._query(
+            "SELECT 1 FROM location WHERE username = %s AND expires > now() AND (received LIKE"
+            " %s OR split_part(split_part(split_part(contact, '@', 2), ':', 1), ';', 1) = %s)"
+            " LIMIT 1", (extension, f"sip:{ip}:%", ip))
+        return bool(rows)
+
+    def is_trunk_address(self, ip: str) -> bool:
+        """Whether a trunk has this IP address, at any port (a REGISTER's Contact: rare path).
+        Both the trusted addresses and the gateways the calls go out to count."""
+        rows = self._query(
+            "SELECT 1 FROM address WHERE ip_addr = %s UNION ALL SELECT 1 FROM dispatcher"
+            " WHERE substring(destination FROM '^sips?:(?:[^@]*@)?\\[?([^]:;>]+)') = %s"
+            " LIMIT 1", (ip, ip))
+        return bool(rows)
+
 
 # The writes the routing makes besides subscriber look-ups: the call log and the durable copy
 # of call state. SIP workers only queue them (CallLog); one background process runs them

@@ -75,7 +75,8 @@ def world(ksr):
                           handoff_code="*55", dispatcher_set=1)
     store = calls.CallStore(table, log)
     handoff = routes.HandoffRoutes(cfg, store, media, log,
-                                   SimpleNamespace(by_extension=lambda ext: sub),
+                                   SimpleNamespace(by_extension=lambda ext: sub,
+                                                   registered_from=lambda ext, ip: False),
                                    twin_refusal=lambda s: None, legs=legs)
     far = Leg(Device.FAR, "c1", "far-tag", "sip:far@127.0.1.2:5071", "sip:3125550199@pbx",
               "sip:1001@pbx", "desk-tag", cseq=0)
@@ -89,7 +90,10 @@ def world(ksr):
 
 def request(ksr, method, call_id="c1", from_tag="far-tag", cseq=5, **pvs):
     ksr.calls.clear()
+    # The desk (127.0.1.3) sends from its address; the far end from the trunk's.
+    source = "127.0.1.3" if from_tag == "desk-tag" else "127.0.1.2"
     ksr.pv.update({"$ci": call_id, "$ft": from_tag, "$rm": method, "$cs": str(cseq),
+                   "$si": source,
                    "$hdr(Refer-To)": "<sip:*55@127.0.1.1>", "$fU": "1001", **pvs})
     ksr.returns.update({"textops.has_body_type": -1, "is_BYE": method == "BYE"})
 
@@ -118,6 +122,28 @@ def test_given_a_refer_to_the_code_then_202_and_the_mobile_is_invited_with_the_f
         ("handoff", "+19175550123", 1500, 19)
     assert [c[0] for c in w.media.calls] == ["open_for_new_device"]
     assert w.log.events[0][0] == "handoff_started"
+
+
+def test_given_a_refer_from_the_far_end_then_403_and_nothing_is_relayed_or_invited(world):
+    w = world
+    for refer_to in ("<sip:*55@127.0.1.1>", "<sip:+18762901234@127.0.1.2>"):
+        request(w.ksr, "REFER", from_tag="far-tag", cseq=6, **{"$hdr(Refer-To)": refer_to})
+        assert w.handoff.in_dialog("REFER", "c1") is False
+        assert w.ksr.called("sl.sl_send_reply") + w.ksr.called("tm.t_reply") == \
+            [(403, "Forbidden")]
+        assert not w.ksr.called("tm.t_relay") and not w.ksr.called("tm.t_uac_send")
+    assert not w.plans and not w.media.calls
+
+
+def test_given_the_far_end_swaps_the_tags_then_its_refer_is_told_by_its_address_and_refused(
+        world):
+    w = world
+    request(w.ksr, "REFER", from_tag="desk-tag", cseq=6)
+    w.ksr.pv["$si"] = "127.0.1.2"               # the desk's tag, from the trunk
+    assert w.handoff.in_dialog("REFER", "c1") is False
+    assert w.ksr.called("sl.sl_send_reply") + w.ksr.called("tm.t_reply") == \
+        [(403, "Forbidden")]
+    assert not w.plans and not w.media.calls
 
 
 def test_given_the_mobile_answers_then_media_switches_and_the_desk_is_notified(world):

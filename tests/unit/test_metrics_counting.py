@@ -49,4 +49,5 @@ def test_given_a_worker_starts_then_every_series_is_declared_at_zero(ksr, handle
     handler.metrics.declare_series()
     assert all(args[1] == 0 for args in ksr.called("xhttp_prom.counter_inc_l2"))
     assert len(ksr.called("xhttp_prom.counter_inc_l2")) == 2 * 5 + 2 * 3     # handoffs; avoided legs × reasons
-    assert len(ksr.called("xhttp_prom.counter_inc_l1")) == 3 + 2     # devices; overload rules
+    # devices; overload rules; security refusal reasons
+    assert len(ksr.called("xhttp_prom.counter_inc_l1")) == 3 + 2 + 4
