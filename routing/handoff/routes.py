@@ -9,7 +9,7 @@ import KSR
 
 from rtpctl import RtpctlError
 
-from .. import kemi
+from .. import kemi, security
 from ..kemi import DONE, NEXT, pv
 from . import model
 from .actions import (AbsorbAck, Action, AnswerFarFromMedia, CancelLeg, DeleteMedia, Drop, EndDialog,
@@ -64,6 +64,11 @@ class HandoffRoutes:
         if call is None:
             return NEXT
         sender = model.sender_of(call, call_id, pv("$ft"))
+        if method == "REFER":
+            refused = self.refer_refusal(call, call_id, sender)
+            if refused:
+                security.refused(security.REFER_NOT_FROM_DESK, refused)
+                return self.run(call, [Reply(403, "Forbidden")])
         if method == "REFER" and sender is Sender.NEAR and model.handoff_code_target(
                 pv("$hdr(Refer-To)"), self.cfg.handoff_code):
             actions = self.start_to_mobile(call, via_refer=True)
@@ -71,6 +76,22 @@ class HandoffRoutes:
             sdp = pv("$rb") if KSR.textops.has_body_type("application/sdp") > 0 else ""
             actions = model.in_dialog(call, sender, method, int(pv("$cs") or 0), sdp)
         return self.run(call, actions)
+
+    def refer_refusal(self, call: StitchedCall, call_id: str, sender: Sender) -> str:
+        """Why this REFER of the call must be refused ("": it may go on). Only the
+        subscriber's own device transfers or hands off: a REFER from the far end would make
+        the desk call wherever it names (at the site's cost), or move the subscriber's call.
+        In the call's first dialog the tags alone do not tell the desk (the far end knows
+        them both and may swap them): the desk's REFER also comes from the desk's address."""
+        if sender is not Sender.NEAR:
+            return f"from the far end of {call.extension}'s call"
+        if call_id != call.call_id or call.near.device is not Device.DESK:
+            return ""                       # the proxy's own dialog with the device
+        source = pv("$si")
+        if source == security.host_of(call.near.contact) or \
+                self.subscribers.registered_from(call.extension, source):
+            return ""
+        return f"with the desk's tag, not from {call.extension}'s desk"
 
     def start_to_mobile(self, call: StitchedCall, via_refer: bool, code_call: str = "",
                         code_cseq: str = "") -> list[Action]:
