@@ -22,7 +22,7 @@ RULES = ("queue", "rate")                                # routing.overload
 AVOIDED = ("answered-too-soon", "rang-too-long", "not-confirmed")   # why a leg was ended
 SECURITY_REFUSED = "twinning_security_refused_total"     # label reason (routing.security)
 SECURITY_REASONS = ("unknown-dialog", "relay-denied", "contact-not-allowed",
-                    "refer-not-from-desk")               # routing.security.REASONS
+                    "refer-not-from-desk")               # routing.security names them
 
 
 def direction(from_device: str, to_device: str) -> str:

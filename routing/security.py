@@ -14,15 +14,14 @@ from typing import Callable, Optional
 import KSR
 
 from .kemi import pv
-from .metrics import Metrics
+from .metrics import SECURITY_REASONS, Metrics
 from .sipmsg import headers, split_list
 
-# Why a request was refused: the `reason` label of the counter (routing.metrics declares them).
-UNKNOWN_DIALOG = "unknown-dialog"           # in-dialog in looks, of no dialog of ours
-RELAY_DENIED = "relay-denied"               # in a dialog of ours, aimed past its other party
-CONTACT_NOT_ALLOWED = "contact-not-allowed"  # REGISTER of a trunk's, the proxy's, a number's
-REFER_NOT_FROM_DESK = "refer-not-from-desk"  # a REFER from anyone but the desk's own leg
-REASONS = (UNKNOWN_DIALOG, RELAY_DENIED, CONTACT_NOT_ALLOWED, REFER_NOT_FROM_DESK)
+# Why a request was refused: the `reason` label of the counter, declared by routing.metrics:
+# in-dialog in looks but of no dialog of ours; in a dialog of ours but aimed past its other
+# party; a REGISTER of a trunk's, the proxy's or a number's Contact; a REFER from anyone but
+# the subscriber's device.
+UNKNOWN_DIALOG, RELAY_DENIED, CONTACT_NOT_ALLOWED, REFER_NOT_FROM_DESK = SECURITY_REASONS
 
 CONTACT_REFUSED = "Contact Not Allowed"     # the registrar's 403 reason phrase
 # A user part that dials a number: 7+ digits (an extension has 4), with or without '+'.
@@ -56,6 +55,10 @@ class ContactUri:
     @property
     def wildcard(self) -> bool:
         return self.text == "*"
+
+    @property
+    def port_or_default(self) -> int:
+        return self.port or (5061 if self.scheme == "sips" else 5060)
 
 
 def contacts_of(raw_request: str) -> list[ContactUri]:
@@ -100,7 +103,7 @@ def host_of(uri: str) -> str:
 
 def _address(uri: str) -> tuple[str, str, int]:
     c = parse_contact(uri.strip())
-    return c.user, c.host, c.port or (5061 if c.scheme == "sips" else 5060)
+    return c.user, c.host, c.port_or_default
 
 
 def same_target(request_uri: str, target: str) -> bool:
@@ -145,10 +148,9 @@ def contact_refusal(contacts: list[ContactUri], is_own: Callable[[str, int], boo
         ip = _ip(c.host)
         if ip is None:
             return f"{c.text}: a host name, not the phone's address"
-        port = c.port or (5061 if c.scheme == "sips" else 5060)
-        if is_own(ip, port):
+        if is_own(ip, c.port_or_default):
             return f"{c.text}: the proxy's own address"
-        if is_trunk(ip, port):
+        if is_trunk(ip, c.port_or_default):
             return f"{c.text}: a trunk's address"
         if c.user_phone or is_number_like(c.user):
             return f"{c.text}: a number as the user part (a gateway's address)"

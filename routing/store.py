@@ -172,19 +172,17 @@ class SubscriberStore:
     def is_phone_address(self, ip: str) -> bool:
         """Whether a desk phone is registered from this address (rare path: a DID dialled
         without credentials by something that is not a trunk)."""
-        rows = self._query(
-            "SELECT 1 FROM location WHERE expires > now() AND (received LIKE %s OR "
-            "split_part(split_part(split_part(contact, '@', 2), ':', 1), ';', 1) = %s) LIMIT 1",
-            (f"sip:{ip}:%", ip))
-        return bool(rows)
+        return self.registered_from(None, ip)
 
-    def registered_from(self, extension: str, ip: str) -> bool:
-        """Whether the extension's desk is registered from this address (rare path: a REFER
-        whose sender must be the desk itself)."""
+    def registered_from(self, extension: Optional[str], ip: str) -> bool:
+        """Whether the extension's desk (None: any desk) is registered from this address
+        (rare paths: a DID dialled without credentials, a REFER whose sender must be the
+        desk itself)."""
         rows = self._query(
-            "SELECT 1 FROM location WHERE username = %s AND expires > now() AND (received LIKE"
-            " %s OR split_part(split_part(split_part(contact, '@', 2), ':', 1), ';', 1) = %s)"
-            " LIMIT 1", (extension, f"sip:{ip}:%", ip))
+            "SELECT 1 FROM location WHERE (%s::text IS NULL OR username = %s) AND expires > now()"
+            " AND (received LIKE %s OR"
+            " split_part(split_part(split_part(contact, '@', 2), ':', 1), ';', 1) = %s) LIMIT 1",
+            (extension, extension, f"sip:{ip}:%", ip))
         return bool(rows)
 
     def is_trunk_address(self, ip: str) -> bool:

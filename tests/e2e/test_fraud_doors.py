@@ -217,6 +217,18 @@ def test_given_a_desk_account_when_it_registers_a_contact_at_a_trunk_or_a_number
 
 # ---- the far end's REFER -----------------------------------------------------------------------
 
+def invite_ok(oks):
+    """The 200 that answered the INVITE, among a phone's 200s."""
+    return [m for m in oks if m.header("CSeq").endswith("INVITE")][0]
+
+
+def d1_tags(invite, ok) -> tuple[str, str]:
+    """The caller's and the callee's tags of D1, from its INVITE and the INVITE's 200."""
+    def tag(header: str) -> str:
+        return re.search(r"tag=([^;>\s]+)", header).group(1)
+    return tag(invite.header("From")), tag(ok.header("To"))
+
+
 def test_given_a_call_on_the_desk_when_the_far_end_sends_refer_then_403_and_the_desk_never_sees_it(
         stack, db, phones):
     setup_subscriber(db, stack)
@@ -244,9 +256,8 @@ def test_given_the_far_end_swaps_the_tags_when_it_sends_refer_to_the_code_then_4
     setup_subscriber(db, stack)
     call = answered_on_the_desk(stack, phones)
     invite = call.far.sent("INVITE")[0]
-    ok = [m for m in call.far.received("200") if m.header("CSeq").endswith("INVITE")][0]
-    far_tag = re.search(r"tag=([^;>\s]+)", invite.header("From")).group(1)
-    desk_tag = re.search(r"tag=([^;>\s]+)", ok.header("To")).group(1)
+    ok = invite_ok(call.far.received("200"))
+    far_tag, desk_tag = d1_tags(invite, ok)
     far_contact = re.search(r"<([^>]+)>", invite.header("Contact")).group(1)
     route = ok.header("Record-Route")
     before = refused(stack)
@@ -278,9 +289,7 @@ def test_given_a_party_of_a_real_call_when_it_aims_a_request_of_it_at_the_trunk_
     setup_subscriber(db, stack)
     call = answered_on_the_desk(stack, phones)
     desk_invite = call.desk.received("INVITE")[0]
-    sent_ok = [m for m in call.desk.sent("200") if m.header("CSeq").endswith("INVITE")][0]
-    far_tag = re.search(r"tag=([^;>\s]+)", desk_invite.header("From")).group(1)
-    desk_tag = re.search(r"tag=([^;>\s]+)", sent_ok.header("To")).group(1)
+    far_tag, desk_tag = d1_tags(desk_invite, invite_ok(call.desk.sent("200")))
     route = desk_invite.header("Record-Route")
     before = refused(stack)
     desk = Sender(stack, DESK_IPS[0])
